@@ -1,0 +1,77 @@
+"""The Python entry point: `run_search(spec)` creates a search in the store and runs it."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from .engine import Progress, SearchResult, run
+from .errors import DvolverError
+from .executors import Executor, InlineExecutor, RayExecutor
+from .spec import SearchSpec
+from .store import Store
+
+EXECUTORS = ("auto", "ray", "inline")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("dvolver", "torch", "pymoo", "ray", "fvcore"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def make_executor(spec: SearchSpec, kind: str = "auto", workers: int = 2, ray_address: str | None = None) -> Executor:
+    """auto: inline for table look-ups (microseconds each, nothing to spread), Ray otherwise."""
+    if kind not in EXECUTORS:
+        raise DvolverError(f"unknown executor {kind!r}; choose among {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise DvolverError(f"workers must be at least 1, got {workers}")
+    if kind == "inline" or (kind == "auto" and spec.table_mode and not ray_address):
+        return InlineExecutor()
+    try:
+        return RayExecutor(workers=workers, address=ray_address, cpus=spec.resources.cpus_per_eval,
+                           gpus=spec.resources.gpus_per_eval)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray"
+        raise DvolverError(f"cannot start {where}: {exc}") from exc
+
+
+def run_search(spec: SearchSpec | dict[str, Any] | None = None, *, db: str | None = None, executor: str = "auto",
+               workers: int = 2, ray_address: str | None = None,
+               on_progress: Callable[[Progress], None] | None = None,
+               on_created: Callable[[int], None] | None = None) -> SearchResult:
+    """Validates the spec, records the search, runs it to its budget and returns its front.
+
+    Nothing is written to the store unless the spec is valid and the executor has started.
+    """
+    if not isinstance(spec, SearchSpec):
+        spec = SearchSpec.from_dict(spec or {})
+    store = Store(db)
+    pool = make_executor(spec, executor, workers, ray_address)
+    try:
+        search_id = store.create_search(spec.model_dump(mode="json"), versions())
+        if on_created:
+            on_created(search_id)
+        return run(store, search_id, pool, on_progress)
+    finally:
+        pool.shutdown()
+
+
+def resume_search(search_id: int, *, db: str | None = None, executor: str = "auto", workers: int = 2,
+                  ray_address: str | None = None,
+                  on_progress: Callable[[Progress], None] | None = None) -> SearchResult:
+    store = Store(db)
+    search = store.get_search(search_id)
+    if search.status == "finished":
+        raise DvolverError(f"search {search_id} has already finished; `dvolver front {search_id}` shows its front")
+    pool = make_executor(SearchSpec.model_validate(search.spec), executor, workers, ray_address)
+    try:
+        return run(store, search_id, pool, on_progress)
+    finally:
+        pool.shutdown()

@@ -1,0 +1,326 @@
+"""The `dvolver` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import DvolverError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Multi-objective neural architecture search: Pareto fronts of accuracy against cost.")
+console = Console()
+err = Console(stderr=True)
+
+DB_HELP = "SQLite file or SQLAlchemy URL (default: $DVOLVER_DB, else ~/.dvolver/dvolver.db)"
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _spec_dict(**flags: Any) -> dict[str, Any]:
+    spec_file = flags.pop("spec_file")
+    values: dict[str, Any] = {}
+    if spec_file is not None:
+        try:
+            values = json.loads(Path(spec_file).read_text())
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read spec file {spec_file}: {exc}")
+        if not isinstance(values, dict):
+            _fail(f"spec file {spec_file} must hold a JSON object")
+    objectives = flags.pop("objectives")
+    if objectives is not None:
+        values["objectives"] = [o.strip() for o in objectives.split(",") if o.strip()]
+    for name in ("name", "space", "dataset", "algorithm", "population", "evaluations", "seed"):
+        if flags[name] is not None:
+            values[name] = flags[name]
+    training = values.setdefault("training", {})
+    for flag, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+                        ("train_limit", "train_limit")):
+        if flags[flag] is not None:
+            training[field] = flags[flag]
+    resources = values.setdefault("resources", {})
+    if flags["gpus_per_eval"] is not None:
+        resources["gpus_per_eval"] = flags["gpus_per_eval"]
+    if flags["cpus_per_eval"] is not None:
+        resources["cpus_per_eval"] = flags["cpus_per_eval"]
+    constraints = values.setdefault("constraints", {})
+    for name in ("max_flops", "max_macs", "max_params", "max_latency_ms", "min_acc"):
+        if flags[name] is not None:
+            constraints[name] = flags[name]
+    options = values.setdefault("space_options", {})
+    for flag, field in (("table", "table"), ("cells", "cells_per_stage"), ("filters", "filters"),
+                        ("channels", "channels")):
+        if flags[flag] is not None:
+            options[field] = flags[flag]
+    return values
+
+
+class _LiveProgress:
+    """A rich progress bar fed by the engine: evaluations / budget, front size, hypervolume."""
+
+    def __init__(self, budget: int) -> None:
+        self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("evaluations  front {task.fields[front]}  HV {task.fields[hv]}"),
+                            TimeElapsedColumn(), console=err)
+        self.task = self.bar.add_task("search", total=budget, front=0, hv="-")
+
+    def __call__(self, p: Any) -> None:
+        hv = "-" if p.hypervolume is None else f"{p.hypervolume:.4f}"
+        self.bar.update(self.task, completed=p.evaluations, front=p.front_size, hv=hv)
+
+
+@app.command()
+def search(
+    objectives: str = typer.Option(None, help="comma-separated, among acc, flops, macs, params, latency [acc,flops]"),
+    space: str = typer.Option(None, help="nasnet or nb201 [nasnet]"),
+    dataset: str = typer.Option(None, help="'digits' (bundled), an .npz file or a CIFAR-10 python folder [digits]"),
+    table: str = typer.Option(None, help="nb201: CSV of measured results; candidates are looked up, not trained"),
+    algorithm: str = typer.Option(None, help="nsga2 or random [nsga2]"),
+    population: int = typer.Option(None, help="population size / candidates per generation [12]"),
+    evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [48]"),
+    epochs: int = typer.Option(None, help="proxy training epochs per candidate [6]"),
+    batch_size: int = typer.Option(None, help="training batch size [128]"),
+    lr: float = typer.Option(None, help="peak learning rate [0.1]"),
+    train_limit: int = typer.Option(None, help="train on the first N training images only"),
+    seed: int = typer.Option(None, help="the same spec and seed give the same front [0]"),
+    cells: int = typer.Option(None, help="cells per stage (N)"),
+    filters: int = typer.Option(None, help="nasnet: initial filters (F)"),
+    channels: int = typer.Option(None, help="nb201: initial channels (C)"),
+    max_flops: float = typer.Option(None, help="constraint: at most this many FLOPs"),
+    max_macs: float = typer.Option(None, help="constraint: at most this many MACs"),
+    max_params: float = typer.Option(None, help="constraint: at most this many parameters"),
+    max_latency_ms: float = typer.Option(None, help="constraint: at most this CPU latency (ms, batch 1)"),
+    min_acc: float = typer.Option(None, help="constraint: at least this validation accuracy (%)"),
+    name: str = typer.Option(None, help="a name to find the search by"),
+    spec_file: Path = typer.Option(None, "--spec", help="a JSON SearchSpec; flags override its fields"),
+    cpus_per_eval: int = typer.Option(None, help="CPU cores (and torch threads) per evaluation [1]"),
+    gpus_per_eval: float = typer.Option(None, help="GPUs per evaluation, fractions allowed [0]"),
+    workers: int = typer.Option(2, help="parallel evaluations on a local Ray"),
+    ray_address: str = typer.Option(None, envvar="RAY_ADDRESS", help="join an existing Ray cluster"),
+    executor: str = typer.Option("auto", help="auto (Ray; inline for table look-ups), ray or inline"),
+    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+    plot: Path = typer.Option(None, help="where to write the front plot [dvolver_front_<id>.png]"),
+) -> None:
+    """Run a search to its budget, then print its Pareto front and write a plot of it."""
+    from .api import run_search
+    from .spec import SearchSpec
+
+    flags = dict(locals())
+    for key in ("workers", "ray_address", "executor", "db", "plot"):
+        flags.pop(key)
+    try:
+        spec = SearchSpec.from_dict(_spec_dict(**flags))
+    except DvolverError as exc:
+        _fail(str(exc))
+    live = _LiveProgress(spec.evaluations)
+    created: list[int] = []
+
+    def announce(search_id: int) -> None:
+        created.append(search_id)
+        source = f"table {spec.space_options['table']}" if spec.table_mode else spec.dataset
+        err.print(f"search {search_id}: {spec.space} on {source}, objectives {','.join(spec.objectives)}, "
+                  f"{spec.evaluations} evaluations, seed {spec.seed}", highlight=False)
+
+    _run_with_progress(lambda: run_search(spec, db=db, executor=executor, workers=workers, ray_address=ray_address,
+                                          on_progress=live, on_created=announce), live, created, db, plot)
+
+
+@app.command()
+def resume(
+    search_id: int = typer.Argument(..., help="the search to continue"),
+    workers: int = typer.Option(2, help="parallel evaluations on a local Ray"),
+    ray_address: str = typer.Option(None, envvar="RAY_ADDRESS", help="join an existing Ray cluster"),
+    executor: str = typer.Option("auto", help="auto, ray or inline"),
+    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+    plot: Path = typer.Option(None, help="where to write the front plot [dvolver_front_<id>.png]"),
+) -> None:
+    """Continue an interrupted search; finished evaluations are reused, never retrained."""
+    from .api import resume_search
+    from .store import Store
+
+    try:
+        budget = Store(db).get_search(search_id).spec["evaluations"]
+    except DvolverError as exc:
+        _fail(str(exc))
+    live = _LiveProgress(budget)
+    _run_with_progress(lambda: resume_search(search_id, db=db, executor=executor, workers=workers,
+                                             ray_address=ray_address, on_progress=live),
+                       live, [search_id], db, plot)
+
+
+def _run_with_progress(job: Any, live: _LiveProgress, created: list[int], db: str | None, plot: Path | None) -> None:
+    try:
+        with live.bar:
+            result = job()
+    except KeyboardInterrupt:
+        if created:
+            err.print(f"\nsearch {created[0]} interrupted; its finished evaluations are saved. "
+                      f"Continue with: dvolver resume {created[0]}" + (f" --db {db}" if db else ""))
+        raise typer.Exit(130) from None
+    except DvolverError as exc:
+        _fail(str(exc))
+    _print_front(result.search_id, db, "table")
+    _write_plot(result.search_id, db, plot)
+    stats = result.stats
+    util = stats.get("utilisation")
+    err.print(f"{stats['evaluations']} evaluations ({stats['trained']} run now, {stats['reused']} reused from the "
+              f"store, {stats['infeasible']} rejected on cheap constraints, {stats['failed']} failed) in "
+              f"{stats.get('wall_seconds', 0):.1f} s; worker utilisation "
+              f"{'-' if util is None else f'{util:.0%}'} over {stats['workers']} worker(s)", highlight=False)
+
+
+def _write_plot(search_id: int, db: str | None, plot: Path | None) -> None:
+    from .engine import result
+    from .plotting import plot_front
+    from .spec import SearchSpec
+    from .store import Store
+
+    store = Store(db)
+    res = result(store, search_id)
+    spec = SearchSpec.model_validate(store.get_search(search_id).spec)
+    path = plot_front(res.candidates, res.front, res.objectives, plot or Path(f"dvolver_front_{search_id}.png"),
+                      f"search {search_id}: {spec.space}, {len(res.front)} on the front", spec.table_mode)
+    err.print(f"front plot: {path}", highlight=False)
+
+
+def _front_rows(search_id: int, db: str | None) -> tuple[list[str], list[dict[str, Any]], bool]:
+    from .engine import result
+    from .spec import SearchSpec
+    from .store import Store
+
+    store = Store(db)
+    spec = SearchSpec.model_validate(store.get_search(search_id).spec)
+    res = result(store, search_id)
+    order = "acc" if "acc" in spec.objectives else spec.objectives[0]
+    front = sorted(res.front, key=lambda c: c.objectives[order], reverse=order == "acc")
+    rows = []
+    for c in front:
+        m = c.metrics
+        row: dict[str, Any] = {"id": c.id, "acc_pct": m.get("acc")}
+        if not spec.table_mode:
+            row["test_acc_pct"] = m.get("test_acc")
+            row["macs"] = m.get("macs")
+        row["flops"] = m.get("flops")
+        row["params"] = m.get("params")
+        if "latency" in m:
+            row["latency_ms"] = m.get("latency")
+        row["genome"] = list(c.genome)
+        rows.append(row)
+    return spec.objectives, rows, spec.table_mode
+
+
+def _human(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value < 1000:
+        return f"{value:.2f}"
+    value = float(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+HEADERS = {"id": "id", "acc_pct": "val acc %", "test_acc_pct": "test acc %", "macs": "MACs", "flops": "FLOPs",
+           "params": "params", "latency_ms": "latency ms"}
+
+
+def _print_front(search_id: int, db: str | None, fmt: str) -> None:
+    try:
+        objectives, rows, table_mode = _front_rows(search_id, db)
+    except DvolverError as exc:
+        _fail(str(exc))
+    if fmt == "json":
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if fmt == "csv":
+        buffer = io.StringIO()
+        fields = [k for k in HEADERS if rows and k in rows[0]] + ["genome"]
+        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row | {"genome": " ".join(map(str, row["genome"]))})
+        sys.stdout.write(buffer.getvalue())
+        return
+    headers = dict(HEADERS)
+    if table_mode:
+        headers |= {"acc_pct": "acc % (table)", "flops": "FLOPs (table's count)", "params": "params (table)"}
+    title = f"Pareto front of search {search_id} ({len(rows)} candidates; objectives {', '.join(objectives)})"
+    table = Table(title=title)
+    keys = [k for k in headers if rows and k in rows[0]]
+    for k in keys:
+        table.add_column(headers[k], justify="right")
+    for row in rows:
+        table.add_row(*[str(row[k]) if k == "id" else _human(row[k]) for k in keys])
+    console.print(table)
+
+
+@app.command()
+def front(
+    search_id: int = typer.Argument(..., help="the search"),
+    format: str = typer.Option("table", "--format", "-f", help="table, json or csv"),
+    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+    plot: Path = typer.Option(None, help="also write the front plot here"),
+) -> None:
+    """Print a search's Pareto front."""
+    if format not in ("table", "json", "csv"):
+        _fail(f"unknown format {format!r}; choose table, json or csv")
+    _print_front(search_id, db, format)
+    if plot is not None:
+        _write_plot(search_id, db, plot)
+
+
+@app.command("list")
+def list_searches(
+    status: str = typer.Option(None, help="only searches with this status"),
+    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+) -> None:
+    """List the searches in the store."""
+    from .store import Store
+
+    table = Table(title=f"searches in {Store(db).url}")
+    for column in ("id", "name", "status", "space", "objectives", "evaluations", "front", "created"):
+        table.add_column(column)
+    for s in Store(db).list_searches(status):
+        done = s.stats.get("evaluations", 0)
+        table.add_row(str(s.id), s.name or "", s.status, s.spec["space"], ",".join(s.spec["objectives"]),
+                      f"{done}/{s.spec['evaluations']}", str(s.stats.get("front_size", "-")),
+                      s.created_at.strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@app.command()
+def show(
+    search_id: int = typer.Argument(..., help="the search"),
+    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+) -> None:
+    """Show a search: its spec, status, progress and timings."""
+    from .store import Store
+
+    try:
+        s = Store(db).get_search(search_id)
+    except DvolverError as exc:
+        _fail(str(exc))
+    stats = {k: v for k, v in s.stats.items() if k != "hypervolume_history"}
+    console.print_json(json.dumps({
+        "id": s.id, "name": s.name, "status": s.status, "error": s.error, "seed": s.seed,
+        "created_at": s.created_at.isoformat(), "started_at": s.started_at and s.started_at.isoformat(),
+        "finished_at": s.finished_at and s.finished_at.isoformat(), "stats": stats, "spec": s.spec,
+        "versions": s.versions,
+    }))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,278 @@
+"""The search loop: ask -> canonicalise -> reuse what the store has -> cheap objectives and
+constraints -> submit -> record each result as it arrives -> tell.
+
+Resuming is replaying: the algorithm is seeded and results are told in ask order, so running a
+search again from its first ask reproduces every earlier decision. Candidates the store already
+holds a final result for are answered from it instead of being trained again; those that were in
+flight when the process died are simply submitted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import search_spaces
+from search_spaces import Genome, genome_key
+
+from . import data
+from .algorithms import make_algorithm
+from .errors import DvolverError
+from .evaluation import candidate_seed, cheap_metrics, evaluate
+from .executors import Executor
+from .objectives import OBJECTIVES, violation
+from .pareto import dominates, hypervolume, non_dominated, normalise
+from .spec import SearchSpec
+from .store import Candidate, Store
+
+log = logging.getLogger(__name__)
+
+FINAL = ("finished", "failed", "infeasible")
+FAILED_VIOLATION = 1e6  # told to the algorithm for a candidate whose evaluation failed
+UNKNOWN = 1e18  # an objective an untrained (infeasible) candidate has no value for
+STALL_LIMIT = 20  # asks in a row that bring nothing new: the space is exhausted
+
+
+@dataclass
+class Progress:
+    evaluations: int
+    budget: int
+    front_size: int
+    hypervolume: float | None
+    trained: int = 0
+    reused: int = 0
+    infeasible: int = 0
+    failed: int = 0
+
+
+@dataclass
+class SearchResult:
+    search_id: int
+    status: str
+    objectives: list[str]
+    candidates: list[Candidate]
+    front: list[Candidate]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def minimised(candidate: Candidate, objectives: list[str]) -> list[float]:
+    return [OBJECTIVES[o].minimised(float(candidate.objectives[o])) for o in objectives]
+
+
+def feasible(candidate: Candidate, spec: SearchSpec) -> bool:
+    return candidate.status == "finished" and violation(spec.constraints, candidate.objectives) == 0
+
+
+def pareto_front(candidates: list[Candidate], spec: SearchSpec) -> list[Candidate]:
+    pool = [c for c in candidates if feasible(c, spec)]
+    if not pool:
+        return []
+    mask = non_dominated(np.array([minimised(c, spec.objectives) for c in pool]))
+    return [c for c, keep in zip(pool, mask) if keep]
+
+
+class _Run:
+    """One pass of the loop over a search; holds nothing the store does not also hold."""
+
+    def __init__(self, store: Store, search_id: int, executor: Executor,
+                 on_progress: Callable[[Progress], None] | None) -> None:
+        self.store, self.search_id, self.executor = store, search_id, executor
+        self.on_progress = on_progress or (lambda p: None)
+        self.spec = SearchSpec.model_validate(store.get_search(search_id).spec)
+        self.space = search_spaces.make_space(self.spec.space, self.spec.space_options)
+        self.known: dict[str, Candidate] = {c.key: c for c in store.candidates(search_id) if c.status in FINAL}
+        self.results: dict[str, Candidate] = {}  # what this pass has met, in the order met
+        self.front: list[Candidate] = []
+        self.progress = Progress(0, self.spec.evaluations, 0, None)
+        self.hv_box: tuple[np.ndarray, np.ndarray] | None = None
+        self.hv_history: list[list[float]] = []
+        self.busy: dict[str, float] = {}
+        self.first_submit: float | None = None
+        self.last_done: float | None = None
+        if self.spec.table_mode:
+            self.input_shape, self.num_classes = None, None
+        else:
+            dataset = data.load(self.spec.dataset)
+            self.input_shape, self.num_classes = dataset.input_shape, dataset.num_classes
+
+    def key(self, genome: Genome) -> str:
+        return genome_key(self.space.name, self.space.canonical(genome))
+
+    def run(self) -> None:
+        spec = self.spec
+        algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
+                                   spec.seed)
+        stalled = 0
+        while self.progress.evaluations < spec.evaluations and stalled < STALL_LIMIT:
+            genomes = algorithm.ask()
+            new = self._generation(genomes)
+            stalled = 0 if new else stalled + 1
+            if any(self.key(g) not in self.results for g in genomes):
+                break  # the budget ran out inside this generation
+            F, G = self._answers(genomes)
+            algorithm.tell(genomes, F, G)
+            self._snapshot()
+        if stalled >= STALL_LIMIT:
+            log.info("search %s: no new candidates in %d asks; the space is exhausted", self.search_id, stalled)
+        self._snapshot(final=True)
+
+    def _generation(self, genomes: list[Genome]) -> int:
+        """Scores what is new in one ask; returns how many candidates it met for the first time."""
+        spec = self.spec
+        submit: list[tuple[str, Genome, dict[str, Any]]] = []
+        new = 0
+        for genome in genomes:
+            key = self.key(genome)
+            if key in self.results or any(key == k for k, _, _ in submit):
+                continue
+            new += 1
+            if key in self.known:
+                self._accept(self.known[key], reused=True)
+                continue
+            canonical = self.space.canonical(genome)
+            cheap = cheap_metrics(canonical, spec, self.input_shape, self.num_classes)
+            cheap_values = {k: float(v) for k, v in cheap.items() if k in OBJECTIVES}
+            if violation(spec.constraints, cheap_values, cheap_only=True) > 0:
+                self._accept(self.store.record(self.search_id, key, canonical, "infeasible", cheap_values, cheap))
+                continue
+            if self.progress.evaluations + len(submit) >= spec.evaluations:
+                continue
+            self.store.record(self.search_id, key, canonical, "pending", cheap_values, cheap)
+            submit.append((key, canonical, cheap))
+        if submit:
+            self._evaluate(submit)
+        return new
+
+    def _evaluate(self, batch: list[tuple[str, Genome, dict[str, Any]]]) -> None:
+        if self.first_submit is None:
+            self.first_submit = time.perf_counter()
+        handles = {}
+        for key, genome, cheap in batch:
+            handle = self.executor.submit(evaluate, genome, self.spec, candidate_seed(self.spec.seed, key))
+            handles[handle] = (key, genome, cheap)
+        try:
+            for handle, outcome in self.executor.as_completed(list(handles)):
+                key, genome, cheap = handles.pop(handle)
+                self.busy[outcome.worker] = self.busy.get(outcome.worker, 0.0) + outcome.seconds
+                metrics = cheap | (outcome.value or {})
+                values = {k: float(v) for k, v in metrics.items() if k in OBJECTIVES}
+                status = "failed" if outcome.error else "finished"
+                record = self.store.record(self.search_id, key, genome, status, values, metrics, outcome.error,
+                                           outcome.worker, outcome.seconds)
+                self._accept(record)
+        finally:
+            self.executor.cancel(handles)
+            self.last_done = time.perf_counter()
+
+    def _accept(self, record: Candidate, reused: bool = False) -> None:
+        self.results[record.key] = record
+        p = self.progress
+        if record.status == "infeasible":
+            p.infeasible += 1
+        else:
+            p.evaluations += 1
+            p.failed += record.status == "failed"
+            if reused:
+                p.reused += 1
+            else:
+                p.trained += 1
+        self._update_front(record)
+        p.front_size = len(self.front)
+        self.on_progress(p)
+
+    def _update_front(self, record: Candidate) -> None:
+        if not feasible(record, self.spec):
+            return
+        point = minimised(record, self.spec.objectives)
+        if any(dominates(minimised(c, self.spec.objectives), point) for c in self.front):
+            return
+        self.front = [c for c in self.front if not dominates(point, minimised(c, self.spec.objectives))] + [record]
+
+    def _answers(self, genomes: list[Genome]) -> tuple[np.ndarray, np.ndarray]:
+        F, G = [], []
+        for genome in genomes:
+            record = self.results[self.key(genome)]
+            F.append([OBJECTIVES[o].minimised(record.objectives[o]) if o in record.objectives else UNKNOWN
+                      for o in self.spec.objectives])
+            if record.status == "failed":
+                G.append([FAILED_VIOLATION])
+            else:
+                G.append([violation(self.spec.constraints, record.objectives)])
+        return np.array(F, dtype=float), np.array(G, dtype=float)
+
+    def _snapshot(self, final: bool = False) -> None:
+        front = self.front
+        if front:
+            points = np.array([minimised(c, self.spec.objectives) for c in front])
+            if self.hv_box is None:
+                # Normalise by the range of the first generation and keep that box: hypervolumes of
+                # one search then compare across its whole history.
+                seen = np.array([minimised(c, self.spec.objectives) for c in self.results.values()
+                                 if feasible(c, self.spec)])
+                self.hv_box = seen.min(axis=0), seen.max(axis=0)
+            ideal, nadir = self.hv_box
+            hv = hypervolume(normalise(points, ideal, nadir), np.full(points.shape[1], 1.1))
+            self.progress.hypervolume = hv
+            self.hv_history.append([self.progress.evaluations, hv])
+        self.progress.front_size = len(front)
+        self.on_progress(self.progress)
+        self.store.update_stats(self.search_id, self.stats(), event_kind=None if final else "generation")
+
+    def stats(self) -> dict[str, Any]:
+        p = self.progress
+        busy_total = sum(self.busy.values())
+        wall = (self.last_done or 0.0) - (self.first_submit or 0.0)
+        capacity = wall * max(1, self.executor.slots)
+        return {
+            "evaluations": p.evaluations,
+            "budget": p.budget,
+            "trained": p.trained,
+            "reused": p.reused,
+            "infeasible": p.infeasible,
+            "failed": p.failed,
+            "front_size": p.front_size,
+            "hypervolume": p.hypervolume,
+            "hypervolume_history": self.hv_history,
+            "hypervolume_box": None if self.hv_box is None else [b.tolist() for b in self.hv_box],
+            "workers": self.executor.slots,
+            "busy_seconds": {w: round(s, 3) for w, s in self.busy.items()},
+            "evaluation_wall_seconds": round(wall, 3),
+            "utilisation": round(busy_total / capacity, 4) if capacity > 0 else None,
+        }
+
+
+def run(store: Store, search_id: int, executor: Executor,
+        on_progress: Callable[[Progress], None] | None = None) -> SearchResult:
+    """Runs (or resumes) a search to its budget; every result is in the store as it arrives."""
+    search = store.get_search(search_id)
+    if search.status == "finished":
+        raise DvolverError(f"search {search_id} has already finished; `dvolver front {search_id}` shows its front")
+    loop = _Run(store, search_id, executor, on_progress)
+    store.set_status(search_id, "running")
+    started = time.perf_counter()
+    try:
+        loop.run()
+    except KeyboardInterrupt:
+        store.update_stats(search_id, loop.stats())
+        store.set_status(search_id, "interrupted")
+        raise
+    except Exception as exc:
+        store.update_stats(search_id, loop.stats())
+        store.set_status(search_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    store.update_stats(search_id, {"wall_seconds": round(time.perf_counter() - started, 3)})
+    store.set_status(search_id, "finished")
+    return result(store, search_id)
+
+
+def result(store: Store, search_id: int) -> SearchResult:
+    search = store.get_search(search_id)
+    spec = SearchSpec.model_validate(search.spec)
+    candidates = store.candidates(search_id)
+    return SearchResult(search_id, search.status, spec.objectives, candidates, pareto_front(candidates, spec),
+                        search.stats)

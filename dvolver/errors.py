@@ -1,0 +1,17 @@
+"""Errors a user can cause. Each message says what was wrong and what to do about it."""
+
+
+class DvolverError(Exception):
+    """Base of every user-facing error; the CLI prints it on one line and exits with code 2."""
+
+
+class SpecError(DvolverError):
+    """The search description is invalid."""
+
+
+class DatasetError(DvolverError):
+    """A dataset path or file cannot be used."""
+
+
+class NotFoundError(DvolverError):
+    """A search or candidate id that the store does not hold."""

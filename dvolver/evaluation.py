@@ -1,0 +1,86 @@
+"""`evaluate(genome, spec, seed) -> metrics`: build, train, measure. Runs inside a worker.
+
+A pure function of its arguments: nothing is read from the service or the driver, so Ray can run
+it on any node that can read the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+import search_spaces
+from search_spaces import Genome
+
+from . import costs, data
+from .spec import SearchSpec
+from .training import train
+
+
+def candidate_seed(search_seed: int, key: str) -> int:
+    """A candidate's training seed depends on the search seed and on what the candidate is, never
+    on when it ran: results then do not depend on the executor or on resumes."""
+    digest = hashlib.sha256(f"{search_seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def needs_latency(spec: SearchSpec) -> bool:
+    return "latency" in spec.objectives or "max_latency_ms" in spec.constraints
+
+
+def cheap_metrics(genome: Genome, spec: SearchSpec, input_shape: tuple[int, int, int] | None,
+                  num_classes: int | None) -> dict[str, Any]:
+    """Costs known without training; in table mode, the table's own figures."""
+    space = search_spaces.make_space(spec.space, spec.space_options)
+    table = getattr(space, "table", None)
+    if table is not None:
+        row = table.lookup(genome)
+        return {"flops": row.flops, "params": row.params, "cost_source": "table"}
+    assert input_shape is not None and num_classes is not None
+    model = space.build(genome, input_shape, num_classes)
+    return costs.count(model, input_shape).as_metrics() | {"cost_source": "fvcore"}
+
+
+def evaluate(genome: Genome, spec: SearchSpec, seed: int) -> dict[str, Any]:
+    space = search_spaces.make_space(spec.space, spec.space_options)
+    table = getattr(space, "table", None)
+    if table is not None:
+        return {"acc": table.lookup(genome).acc, "acc_source": "table"}
+    dataset = data.load(spec.dataset)
+    device = _device(spec)
+    with _torch_threads(spec.resources.cpus_per_eval):
+        torch.manual_seed(seed)
+        model = space.build(genome, dataset.input_shape, dataset.num_classes)
+        result = train(model, dataset, spec.training, seed, device)
+        metrics: dict[str, Any] = {
+            "acc": result.val_acc,
+            "test_acc": result.test_acc,
+            "train_loss": result.train_loss,
+            "epochs": result.epochs,
+            "train_seconds": result.train_seconds,
+            "device": str(device),
+            "dataset_fingerprint": dataset.fingerprint,
+        }
+        if needs_latency(spec):
+            metrics["latency"] = costs.latency_ms(model.cpu(), dataset.input_shape, spec.training.latency_repeats)
+    return metrics
+
+
+def _device(spec: SearchSpec) -> torch.device:
+    if spec.resources.gpus_per_eval > 0 and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@contextmanager
+def _torch_threads(n: int):
+    """Fixing the thread count keeps float reductions, and so results, the same on every executor."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

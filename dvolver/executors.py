@@ -1,0 +1,125 @@
+"""Where evaluations run: Ray (a local instance, or a cluster at an address) or inline.
+
+An executor has `submit(fn, *args) -> handle`, `as_completed(handles)` yielding each handle with
+its `Outcome` as soon as it is done, `cancel(handles)` and `shutdown()`. A failing evaluation
+comes back as an Outcome with an error, never as an exception: one bad candidate must not stop a
+search.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    value: Any
+    error: str | None
+    worker: str
+    seconds: float
+
+
+def timed_call(fn: Callable[..., Any], *args: Any) -> Outcome:
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    start = time.perf_counter()
+    try:
+        value = fn(*args)
+    except Exception as exc:  # an evaluation may fail in any way; the search records it and goes on
+        log.debug("evaluation failed: %s", traceback.format_exc())
+        return Outcome(None, f"{type(exc).__name__}: {exc}", worker, time.perf_counter() - start)
+    return Outcome(value, None, worker, time.perf_counter() - start)
+
+
+class Executor(Protocol):
+    slots: int
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+    def as_completed(self, handles: Iterable[Any]) -> Iterator[tuple[Any, Outcome]]: ...
+
+    def cancel(self, handles: Iterable[Any]) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+class _Call:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+
+
+class InlineExecutor:
+    """Runs each evaluation in this process, in submission order: for debugging and tests."""
+
+    slots = 1
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return _Call(fn, args)
+
+    def as_completed(self, handles: Iterable[Any]) -> Iterator[tuple[Any, Outcome]]:
+        for handle in handles:
+            yield handle, timed_call(handle.fn, *handle.args)
+
+    def cancel(self, handles: Iterable[Any]) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Ray tasks, one per evaluation, each asking for `cpus` CPUs and `gpus` GPUs.
+
+    With no address, a local Ray is started with `workers * cpus` CPUs (or an already initialised
+    Ray in this process is reused). With an address (or RAY_ADDRESS) an existing cluster is joined.
+    """
+
+    def __init__(self, workers: int = 2, address: str | None = None, cpus: int = 1, gpus: float = 0.0,
+                 max_retries: int = 2) -> None:
+        import ray
+
+        self._ray = ray
+        self._owns_ray = False
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if not ray.is_initialized():
+            common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "logging_level": logging.WARNING}
+            if address:
+                ray.init(address=address, **common)
+            else:
+                ray.init(num_cpus=workers * cpus, **common)
+            self._owns_ray = True
+        total_cpus = int(ray.cluster_resources().get("CPU", workers * cpus))
+        self.slots = max(1, total_cpus // cpus) if address else max(1, min(workers, total_cpus // cpus))
+        self._remote = ray.remote(timed_call).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._remote.remote(fn, *args)
+
+    def as_completed(self, handles: Iterable[Any]) -> Iterator[tuple[Any, Outcome]]:
+        pending = list(handles)
+        while pending:
+            done, pending = self._ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    yield ref, self._ray.get(ref)
+                except Exception as exc:  # the worker died: Ray gave up after its retries
+                    yield ref, Outcome(None, f"{type(exc).__name__}: {exc}", "lost worker", 0.0)
+
+    def cancel(self, handles: Iterable[Any]) -> None:
+        for ref in handles:
+            with contextlib.suppress(Exception):  # already finished or gone: nothing left to cancel
+                self._ray.cancel(ref, force=True)
+
+    def shutdown(self) -> None:
+        if self._owns_ray:
+            self._ray.shutdown()

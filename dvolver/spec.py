@@ -1,0 +1,163 @@
+"""SearchSpec: the one validated description of a search.
+
+CLI flags, the REST body and Python calls all become this object, and it is validated once, here:
+whatever passes is trusted inside. Paths are made absolute so that a resumed search or a remote
+worker reads the same files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import search_spaces
+
+from . import data
+from .errors import DatasetError, SpecError
+from .objectives import CONSTRAINTS, OBJECTIVES
+
+ALGORITHM_NAMES = ("nsga2", "random")
+TABLE_OBJECTIVES = ("acc", "flops", "params")
+
+
+class TrainingSpec(BaseModel):
+    """The proxy training every candidate gets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(6, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=8192)
+    lr: float = Field(0.1, gt=0, le=100, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, le=1)
+    grad_clip: float | None = Field(5.0, gt=0, description="max global gradient norm; null turns clipping off")
+    schedule: Literal["one_cycle", "cosine"] = "one_cycle"
+    augment: Literal["auto", "none", "crop_flip"] = Field(
+        "auto", description="auto: random crop + flip for images 32x32 and larger, nothing for smaller"
+    )
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for CPU training")
+    train_limit: int | None = Field(None, ge=10, description="train on the first N training images only")
+    latency_repeats: int = Field(30, ge=1, le=10000)
+
+
+class ResourcesSpec(BaseModel):
+    """What one evaluation asks of its worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus_per_eval: int = Field(1, ge=1, le=256, description="CPU cores and torch threads per evaluation")
+    gpus_per_eval: float = Field(0.0, ge=0, le=16, description="GPUs per evaluation, fractions allowed")
+
+
+class SearchSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    space: str = "nasnet"
+    space_options: dict[str, Any] = Field(default_factory=dict)
+    dataset: str = Field("digits", description="'digits', an .npz file or a CIFAR-10 python-format folder")
+    objectives: list[str] = Field(default_factory=lambda: ["acc", "flops"])
+    constraints: dict[str, float] = Field(default_factory=dict)
+    algorithm: str = "nsga2"
+    population: int = Field(12, ge=2, le=100_000)
+    evaluations: int = Field(48, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    seed: int = Field(0, ge=0, lt=2**32)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        names = [v.strip() for v in value]
+        if not names:
+            raise ValueError(f"name at least one objective among {', '.join(OBJECTIVES)}")
+        unknown = [n for n in names if n not in OBJECTIVES]
+        if unknown:
+            raise ValueError(f"unknown objective {', '.join(map(repr, unknown))}; choose among {', '.join(OBJECTIVES)}")
+        if len(set(names)) != len(names):
+            raise ValueError("an objective is named twice")
+        return names
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, bound in value.items():
+            if name not in CONSTRAINTS:
+                raise ValueError(f"unknown constraint {name!r}; choose among {', '.join(CONSTRAINTS)}")
+            if not math.isfinite(bound) or bound < 0:
+                raise ValueError(f"constraint {name} must be a finite number >= 0, got {bound}")
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: str) -> str:
+        if value not in search_spaces.SPACES:
+            raise ValueError(f"unknown space {value!r}; choose among {', '.join(search_spaces.SPACES)}")
+        return value
+
+    @field_validator("algorithm")
+    @classmethod
+    def _algorithm(cls, value: str) -> str:
+        if value not in ALGORITHM_NAMES:
+            raise ValueError(f"unknown algorithm {value!r}; choose among {', '.join(ALGORITHM_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _resources_on_disk(self) -> SearchSpec:
+        try:
+            options = search_spaces.options_model(self.space)(**self.space_options).model_dump()
+        except ValidationError as exc:
+            raise ValueError(f"space_options for {self.space}: {_joined(exc)}") from None
+        table = options.get("table")
+        if table is not None:
+            path = Path(table).expanduser()
+            if not path.is_file():
+                raise ValueError(f"table {table!r} does not exist")
+            options["table"] = str(path.resolve())
+            try:
+                search_spaces.make_space(self.space, options)
+            except ValueError as exc:
+                raise ValueError(f"table {table!r} cannot be used: {exc}") from None
+            extra = [o for o in self.objectives if o not in TABLE_OBJECTIVES]
+            if extra:
+                raise ValueError(
+                    f"objective {', '.join(extra)} is not in the table; a table search can use "
+                    f"{', '.join(TABLE_OBJECTIVES)}"
+                )
+        else:
+            try:
+                data.check_source(self.dataset)
+            except DatasetError as exc:
+                raise ValueError(str(exc)) from None
+            if self.dataset != "digits":
+                self.dataset = str(Path(self.dataset).expanduser().resolve())
+        self.space_options = options
+        return self
+
+    @property
+    def table_mode(self) -> bool:
+        return self.space_options.get("table") is not None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SearchSpec:
+        """Validate, turning pydantic's report into one line that names the field."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SpecError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    return "invalid search: " + _joined(exc)
+
+
+def _joined(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

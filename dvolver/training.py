@@ -1,0 +1,120 @@
+"""The proxy training that scores a candidate: SGD with momentum, one-cycle or cosine schedule.
+
+Deterministic under a seed: the batch order and the augmentation draw from one seeded generator,
+and the caller seeds the weight initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .data import Dataset
+from .spec import TrainingSpec
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a number; the candidate is recorded as failed."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    val_acc: float
+    test_acc: float
+    train_loss: float
+    epochs: int
+    train_seconds: float
+
+
+def use_channels_last(cfg: TrainingSpec, device: torch.device) -> bool:
+    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cpu")
+
+
+def use_augmentation(cfg: TrainingSpec, input_shape: tuple[int, int, int]) -> bool:
+    return cfg.augment == "crop_flip" or (cfg.augment == "auto" and min(input_shape[1:]) >= 32)
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after zero padding, and a horizontal flip half of the time, per image."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    rows = oy[:, None] + torch.arange(h)[None, :]
+    cols = torch.where(flip[:, None], ox[:, None] + torch.arange(w - 1, -1, -1)[None, :],
+                       ox[:, None] + torch.arange(w)[None, :])
+    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+             channels_last: bool, batch_size: int = 1024) -> float:
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            xb = _to(x[start : start + batch_size], device, channels_last)
+            correct += int((model(xb).argmax(1).cpu() == y[start : start + batch_size]).sum())
+    return 100.0 * correct / max(1, len(x))
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device) -> TrainResult:
+    start = time.perf_counter()
+    channels_last = use_channels_last(cfg, device)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    x_train, y_train = data.x_train, data.y_train
+    if cfg.train_limit is not None:
+        x_train, y_train = x_train[: cfg.train_limit], y_train[: cfg.train_limit]
+    augment = use_augmentation(cfg, data.input_shape)
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                nesterov=cfg.momentum > 0)
+    if cfg.schedule == "one_cycle":
+        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    loss_sum, seen = 0.0, 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        loss_sum, seen = 0.0, 0
+        for step in range(steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            xb = x_train[idx]
+            if augment:
+                xb = crop_flip(xb, generator)
+            xb, yb = _to(xb, device, channels_last), y_train[idx].to(device)
+            loss = F.cross_entropy(model(xb), yb)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}; lower training.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+    return TrainResult(
+        val_acc=accuracy(model, data.x_val, data.y_val, device, channels_last),
+        test_acc=accuracy(model, data.x_test, data.y_test, device, channels_last),
+        train_loss=loss_sum / max(1, seen),
+        epochs=cfg.epochs,
+        train_seconds=time.perf_counter() - start,
+    )
+
+
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

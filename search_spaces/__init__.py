@@ -1,0 +1,36 @@
+"""What can be searched: a registry of search spaces by name."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from .base import Genome, GenomeCodec, SearchSpace, genome_key
+from .nasnet import NASNetOptions, NASNetSpace
+from .nb201 import NB201Options, NB201Space
+
+SPACES: dict[str, tuple[type, type[BaseModel]]] = {
+    "nasnet": (NASNetSpace, NASNetOptions),
+    "nb201": (NB201Space, NB201Options),
+}
+
+
+def options_model(name: str) -> type[BaseModel]:
+    return SPACES[name][1]
+
+
+def make_space(name: str, options: dict[str, Any] | None = None) -> SearchSpace:
+    """One space object per (name, options) and process: building one may read a table."""
+    return _make_space(name, json.dumps(options or {}, sort_keys=True))
+
+
+@lru_cache(maxsize=16)
+def _make_space(name: str, options_json: str) -> SearchSpace:
+    space_cls, options_cls = SPACES[name]
+    return space_cls(options_cls(**json.loads(options_json)))
+
+
+__all__ = ["SPACES", "Genome", "GenomeCodec", "SearchSpace", "genome_key", "make_space", "options_model"]

@@ -1,0 +1,247 @@
+"""Dvolver's NASNet-A-style space: a normal and a reduction cell of B blocks each (METHODS.md s.1).
+
+Genome, per cell: [b0.in0, b0.op0, b0.in1, b0.op1, ..., b{B-1}.op1, extra_concat], normal cell
+first. States 0 and 1 are the outputs of cells k-2 and k-1; block b's output is state b + 2 and
+its inputs come from states 0 .. b + 1. The cell outputs the concatenation of every state no block
+reads plus the states forced in by `extra_concat`, a bitmask over states 0 .. B.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from .base import Genome, GenomeCodec, mask_to_set, set_to_mask
+from .ops import FactorizedReduce, ReLUConvBN, SepConv, avg_pool, make_stem, max_pool
+
+OPS = ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "avg_pool_3x3", "max_pool_3x3", "identity")
+_SHORT = {"sep3": 0, "sep5": 1, "sep7": 2, "avg": 3, "max": 4, "id": 5}
+
+
+class NASNetOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cells_per_stage: int = Field(1, ge=1, le=12, description="N: normal cells in each of the 3 stages")
+    filters: int = Field(8, ge=2, le=512, description="F: filters of the first stage, doubled at each reduction")
+    blocks: int = Field(5, ge=1, le=8, description="B: blocks per cell")
+    stem_multiplier: int = Field(3, ge=1, le=8)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell's genes: B blocks of (in0, op0, in1, op1) and the extra_concat bitmask."""
+
+    blocks: tuple[tuple[int, int, int, int], ...]
+    extra: int
+
+    @property
+    def num_states(self) -> int:
+        return len(self.blocks) + 2
+
+    def used(self) -> set[int]:
+        return {s for in0, _, in1, _ in self.blocks for s in (in0, in1)}
+
+    def concat(self) -> list[int]:
+        """The states the cell outputs, in state order."""
+        forced = set(mask_to_set(self.extra))
+        return [s for s in range(self.num_states) if s not in self.used() or s in forced]
+
+    def genes(self) -> list[int]:
+        return [g for block in self.blocks for g in block] + [self.extra]
+
+
+def split(genome: Genome, blocks: int) -> tuple[Cell, Cell]:
+    width = 4 * blocks + 1
+
+    def cell(genes: Genome) -> Cell:
+        body = tuple(tuple(int(g) for g in genes[4 * b : 4 * b + 4]) for b in range(blocks))
+        return Cell(body, int(genes[4 * blocks]))  # type: ignore[arg-type]
+
+    return cell(genome[:width]), cell(genome[width : 2 * width])
+
+
+def join(normal: Cell, reduction: Cell) -> Genome:
+    return tuple(normal.genes() + reduction.genes())
+
+
+def canonical_cell(cell: Cell) -> Cell:
+    """One form per distinct cell.
+
+    Three symmetries: the two inputs of a block can be swapped (add commutes); blocks that do not
+    depend on each other can be computed in any order (we order them by what they compute); and an
+    extra_concat state that is unused is output anyway, so forcing it changes nothing.
+    """
+    signature: dict[int, str] = {0: "s0", 1: "s1"}
+    remaining = dict(enumerate(cell.blocks))
+    order: list[int] = []
+    while remaining:
+        ready = []
+        for b, (in0, op0, in1, op1) in remaining.items():
+            if in0 in signature and in1 in signature:
+                terms = sorted([f"{op0}({signature[in0]})", f"{op1}({signature[in1]})"])
+                ready.append(("+".join(terms), b))
+        sig, chosen = min(ready)
+        signature[chosen + 2] = f"[{sig}]"
+        order.append(chosen)
+        del remaining[chosen]
+    new_index = {0: 0, 1: 1} | {old + 2: new + 2 for new, old in enumerate(order)}
+    blocks = []
+    for old in order:
+        in0, op0, in1, op1 = cell.blocks[old]
+        pairs = sorted([(new_index[in0], op0), (new_index[in1], op1)])
+        blocks.append((pairs[0][0], pairs[0][1], pairs[1][0], pairs[1][1]))
+    renumbered = Cell(tuple(blocks), 0)
+    used = renumbered.used()
+    forced = {new_index[s] for s in mask_to_set(cell.extra)} & used
+    return Cell(renumbered.blocks, set_to_mask(forced))
+
+
+def parse_cell(text: str) -> Cell:
+    """Reads METHODS.md's notation: `0 sep5, 1 sep3 | 1 sep5, 1 sep3 | ... | extra [1]`."""
+    parts = [p.strip() for p in text.split("|")]
+    extra: list[int] = []
+    if parts and parts[-1].startswith("extra"):
+        inside = parts.pop().removeprefix("extra").strip().strip("[]")
+        extra = [int(s) for s in inside.split(",") if s.strip()]
+    blocks = []
+    for part in parts:
+        pair = []
+        for item in part.split(","):
+            state, op = item.split()
+            pair += [int(state), _SHORT[op]]
+        blocks.append(tuple(pair))
+    return Cell(tuple(blocks), set_to_mask(extra))  # type: ignore[arg-type]
+
+
+NASNET_A: Genome = join(
+    parse_cell("0 sep5, 1 sep3 | 1 sep5, 1 sep3 | 0 avg, 1 id | 1 avg, 1 avg | 0 sep3, 0 id | extra [1]"),
+    parse_cell("0 sep5, 1 sep7 | 0 max, 1 sep7 | 0 avg, 1 sep5 | 3 id, 2 avg | 2 sep3, 0 max | extra [3]"),
+)
+REFERENCE_GENOMES: dict[str, Genome] = {"nasnet_a": NASNET_A}
+
+
+def _make_op(index: int, channels: int, stride: int) -> nn.Module:
+    name = OPS[index]
+    if name.startswith("sep_conv"):
+        return SepConv(channels, channels, int(name[-1]), stride)
+    if name == "avg_pool_3x3":
+        return avg_pool(stride)
+    if name == "max_pool_3x3":
+        return max_pool(stride)
+    return nn.Identity() if stride == 1 else FactorizedReduce(channels, channels)
+
+
+class CellModule(nn.Module):
+    def __init__(self, cell: Cell, c_prev_prev: int, c_prev: int, channels: int, reduction: bool,
+                 reduction_prev: bool) -> None:
+        super().__init__()
+        self.cell = cell
+        self.pre0 = FactorizedReduce(c_prev_prev, channels) if reduction_prev else ReLUConvBN(c_prev_prev, channels, 1)
+        self.pre1 = ReLUConvBN(c_prev, channels, 1)
+        ops = []
+        for in0, op0, in1, op1 in cell.blocks:
+            for state, op in ((in0, op0), (in1, op1)):
+                ops.append(_make_op(op, channels, 2 if reduction and state < 2 else 1))
+        self.ops = nn.ModuleList(ops)
+        self.concat = cell.concat()
+        # Cell inputs that a reduction cell outputs directly must be brought down to its size.
+        self.resize = nn.ModuleDict(
+            {str(s): FactorizedReduce(channels, channels) for s in self.concat if reduction and s < 2}
+        )
+        self.out_channels = channels * len(self.concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for b, (in0, _, in1, _) in enumerate(self.cell.blocks):
+            states.append(self.ops[2 * b](states[in0]) + self.ops[2 * b + 1](states[in1]))
+        outs = [self.resize[str(s)](states[s]) if str(s) in self.resize else states[s] for s in self.concat]
+        return torch.cat(outs, dim=1)
+
+
+class NASNetwork(nn.Module):
+    """Stem, then 3 stages of N normal cells with a reduction cell between stages."""
+
+    def __init__(self, genome: Genome, options: NASNetOptions, input_shape: tuple[int, int, int],
+                 num_classes: int) -> None:
+        super().__init__()
+        normal, reduction = split(genome, options.blocks)
+        in_channels, height, width = input_shape
+        channels = options.filters
+        stem_channels = options.stem_multiplier * channels
+        self.stem = make_stem(in_channels, stem_channels, max(height, width))
+        c_pp, c_p = stem_channels, stem_channels
+        cells: list[CellModule] = []
+        reduction_prev = False
+        for stage in range(3):
+            if stage > 0:
+                channels *= 2
+                cell = CellModule(reduction, c_pp, c_p, channels, True, reduction_prev)
+                cells.append(cell)
+                c_pp, c_p, reduction_prev = c_p, cell.out_channels, True
+            for _ in range(options.cells_per_stage):
+                cell = CellModule(normal, c_pp, c_p, channels, False, reduction_prev)
+                cells.append(cell)
+                c_pp, c_p, reduction_prev = c_p, cell.out_channels, False
+        self.cells = nn.ModuleList(cells)
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_p, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1)
+        return self.head(s1)
+
+
+class NASNetSpace:
+    name = "nasnet"
+
+    def __init__(self, options: NASNetOptions | None = None) -> None:
+        self.options = options or NASNetOptions()
+
+    def codec(self) -> GenomeCodec:
+        lower: list[int] = []
+        upper: list[int] = []
+        B = self.options.blocks
+        for _ in range(2):
+            for b in range(B):
+                lower += [0, 0, 0, 0]
+                upper += [b + 1, len(OPS) - 1, b + 1, len(OPS) - 1]
+            lower.append(0)
+            upper.append((1 << (B + 1)) - 1)
+        width = 4 * B + 1
+        return GenomeCodec(tuple(lower), tuple(upper), frozenset({width - 1, 2 * width - 1}))
+
+    def sample(self, rng: np.random.Generator) -> Genome:
+        """Uniform per gene, with an empty extra_concat as in Dvolver: mutation finds extras."""
+        codec = self.codec()
+        return tuple(
+            0 if i in codec.set_genes else int(rng.integers(lo, hi + 1))
+            for i, (lo, hi) in enumerate(zip(codec.lower, codec.upper))
+        )
+
+    def canonical(self, genome: Genome) -> Genome:
+        normal, reduction = split(genome, self.options.blocks)
+        return join(canonical_cell(normal), canonical_cell(reduction))
+
+    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return NASNetwork(genome, self.options, input_shape, num_classes)
+
+    def describe(self, genome: Genome) -> dict[str, Any]:
+        normal, reduction = split(genome, self.options.blocks)
+        return {"space": self.name, "normal": _describe_cell(normal), "reduction": _describe_cell(reduction)}
+
+
+def _describe_cell(cell: Cell) -> dict[str, Any]:
+    names = ["c_{k-2}", "c_{k-1}"] + [f"b{b}" for b in range(len(cell.blocks))]
+    edges = [
+        {"from": names[state], "to": names[b + 2], "op": OPS[op]}
+        for b, (in0, op0, in1, op1) in enumerate(cell.blocks)
+        for state, op in ((in0, op0), (in1, op1))
+    ]
+    edges += [{"from": names[s], "to": "out", "op": "concat"} for s in cell.concat()]
+    return {"nodes": names + ["out"], "edges": edges, "extra_concat": mask_to_set(cell.extra)}
