@@ -64,6 +64,30 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.d
     return 100.0 * correct / max(1, len(x))
 
 
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.device, channels_last: bool,
+                          batch_size: int, max_images: int = 2048) -> None:
+    """Re-estimates BatchNorm statistics with the final weights.
+
+    After a proxy training of a few dozen steps the running averages still mix in statistics of
+    much earlier weights, and eval-mode accuracy can fall 30 points below what the network does
+    (measured on digits). An exact average over some training images fixes that for a few forward
+    passes, as NAS supernets do.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the passes below
+    model.train()
+    with torch.no_grad():
+        for start in range(0, min(len(x), max_images), batch_size):
+            model(_to(x[start : start + batch_size], device, channels_last))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device) -> TrainResult:
     start = time.perf_counter()
     channels_last = use_channels_last(cfg, device)
@@ -106,6 +130,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device:
             scheduler.step()
             loss_sum += loss.item() * len(idx)
             seen += len(idx)
+    recalibrate_batchnorm(model, x_train, device, channels_last, cfg.batch_size)
     return TrainResult(
         val_acc=accuracy(model, data.x_val, data.y_val, device, channels_last),
         test_acc=accuracy(model, data.x_test, data.y_test, device, channels_last),

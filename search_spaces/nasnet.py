@@ -8,7 +8,9 @@ reads plus the states forced in by `extra_concat`, a bitmask over states 0 .. B.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -69,36 +71,33 @@ def join(normal: Cell, reduction: Cell) -> Genome:
     return tuple(normal.genes() + reduction.genes())
 
 
+@lru_cache(maxsize=65536)
 def canonical_cell(cell: Cell) -> Cell:
-    """One form per distinct cell.
+    """One form per distinct cell: the smallest genome among all ways of writing it.
 
-    Three symmetries: the two inputs of a block can be swapped (add commutes); blocks that do not
-    depend on each other can be computed in any order (we order them by what they compute); and an
-    extra_concat state that is unused is output anyway, so forcing it changes nothing.
+    Three symmetries: the two inputs of a block can be swapped (add commutes); blocks can be
+    numbered in any order that keeps each block after its inputs; and an extra_concat state that
+    no block reads is output anyway, so forcing it changes nothing. Trying every valid numbering
+    (at most B! = 120) makes the form exact even when two blocks compute the same thing.
     """
-    signature: dict[int, str] = {0: "s0", 1: "s1"}
-    remaining = dict(enumerate(cell.blocks))
-    order: list[int] = []
-    while remaining:
-        ready = []
-        for b, (in0, op0, in1, op1) in remaining.items():
-            if in0 in signature and in1 in signature:
-                terms = sorted([f"{op0}({signature[in0]})", f"{op1}({signature[in1]})"])
-                ready.append(("+".join(terms), b))
-        sig, chosen = min(ready)
-        signature[chosen + 2] = f"[{sig}]"
-        order.append(chosen)
-        del remaining[chosen]
-    new_index = {0: 0, 1: 1} | {old + 2: new + 2 for new, old in enumerate(order)}
-    blocks = []
-    for old in order:
-        in0, op0, in1, op1 = cell.blocks[old]
-        pairs = sorted([(new_index[in0], op0), (new_index[in1], op1)])
-        blocks.append((pairs[0][0], pairs[0][1], pairs[1][0], pairs[1][1]))
-    renumbered = Cell(tuple(blocks), 0)
-    used = renumbered.used()
-    forced = {new_index[s] for s in mask_to_set(cell.extra)} & used
-    return Cell(renumbered.blocks, set_to_mask(forced))
+    best: Cell | None = None
+    n = len(cell.blocks)
+    for order in itertools.permutations(range(n)):
+        new_index = {0: 0, 1: 1} | {old + 2: new + 2 for new, old in enumerate(order)}
+        if any(new_index[s] >= new + 2 for new, old in enumerate(order) for s in cell.blocks[old][::2]):
+            continue
+        blocks = []
+        for old in order:
+            in0, op0, in1, op1 = cell.blocks[old]
+            (a, oa), (b, ob) = sorted([(new_index[in0], op0), (new_index[in1], op1)])
+            blocks.append((a, oa, b, ob))
+        renumbered = Cell(tuple(blocks), 0)
+        forced = {new_index[s] for s in mask_to_set(cell.extra)} & renumbered.used()
+        candidate = Cell(renumbered.blocks, set_to_mask(forced))
+        if best is None or candidate.genes() < best.genes():
+            best = candidate
+    assert best is not None
+    return best
 
 
 def parse_cell(text: str) -> Cell:

@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from dvolver.pareto import dominates, hypervolume, igd, knee_point, non_dominated
+
+
+def test_non_dominated_keeps_ties_and_drops_dominated():
+    F = np.array([[1, 5], [2, 2], [5, 1], [3, 3], [2, 2]])
+    assert non_dominated(F).tolist() == [True, True, True, False, True]
+    assert dominates([1, 1], [1, 2]) and not dominates([1, 2], [1, 2])
+
+
+def test_hypervolume_of_a_staircase():
+    F = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    # Boxes up to (1.1, 1.1): 1.1*0.1 + 0.6*0.6 + 0.1*1.1 minus the overlaps = 0.46 + 0.1*0.1*...
+    expected = 1.1 * 1.1 - (1.1 * 1.1 - (0.1 * 1.1 + 0.5 * 0.6 + 0.5 * 0.1 + 0.1 * 0.0))
+    assert hypervolume(F, np.array([1.1, 1.1])) == pytest.approx(0.1 * 1.1 + 0.5 * 0.6 + 0.5 * 0.1)
+    assert expected == pytest.approx(0.46)
+    assert hypervolume(np.array([[2.0, 2.0]]), np.array([1.1, 1.1])) == 0.0
+
+
+def test_igd_and_knee():
+    front = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert igd(front, front) == 0.0
+    assert igd(np.array([[0.0, 1.0]]), front) == pytest.approx(np.sqrt(2) / 2)
+    assert knee_point(np.array([[0.0, 1.0], [0.4, 0.4], [1.0, 0.0]])) == 1

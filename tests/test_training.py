@@ -1,0 +1,27 @@
+import torch
+
+from dvolver.data import load
+from dvolver.spec import TrainingSpec
+from dvolver.training import train
+from search_spaces import make_space
+from search_spaces.nasnet import NASNET_A
+
+
+def _train(seed, **cfg):
+    torch.manual_seed(seed)
+    space = make_space("nasnet", {"filters": 4})
+    data = load("digits")
+    model = space.build(NASNET_A, data.input_shape, data.num_classes)
+    return train(model, data, TrainingSpec(**cfg), seed, torch.device("cpu"))
+
+
+def test_training_is_deterministic_under_a_seed():
+    a = _train(3, epochs=1, train_limit=256)
+    b = _train(3, epochs=1, train_limit=256)
+    assert (a.val_acc, a.test_acc, a.train_loss) == (b.val_acc, b.test_acc, b.train_loss)
+
+
+def test_nasnet_a_learns_digits_with_either_memory_format():
+    for layout, schedule in (("on", "one_cycle"), ("off", "cosine")):
+        result = _train(0, epochs=4, channels_last=layout, schedule=schedule)
+        assert result.val_acc > 85, (layout, result)
