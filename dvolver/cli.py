@@ -19,13 +19,13 @@ from .errors import DvolverError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-objective neural architecture search: Pareto fronts of accuracy against cost.")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DB_HELP = "SQLite file or SQLAlchemy URL (default: $DVOLVER_DB, else ~/.dvolver/dvolver.db)"
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(2)
 
 
