@@ -15,7 +15,7 @@ TINY_FLAGS = ["--filters", "4", "--cells", "1", "--epochs", "1", "--train-limit"
 
 
 def dvolver(*args, db=None, cwd=None, timeout=300):
-    env = os.environ | {"COLUMNS": "200", "RAY_AUTH_MODE": "disabled"}
+    env = os.environ | {"COLUMNS": "200"}
     extra = ["--db", str(db)] if db else []
     return subprocess.run(DVOLVER + list(args) + extra, capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
@@ -96,7 +96,7 @@ def _finished(db: Path) -> int:
 
 def test_ctrl_c_then_resume_retrains_nothing_that_finished(tmp_path):
     db = tmp_path / "store.db"
-    env = os.environ | {"RAY_AUTH_MODE": "disabled"}
+    env = dict(os.environ)
     proc = subprocess.Popen(DVOLVER + ["search", *TINY_FLAGS, "--evaluations", "12", "--executor", "inline",
                                        "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, env=env)
