@@ -52,9 +52,9 @@ def run_search(spec: SearchSpec | dict[str, Any] | None = None, *, db: str | Non
     """
     if not isinstance(spec, SearchSpec):
         spec = SearchSpec.from_dict(spec or {})
-    store = Store(db)
     pool = make_executor(spec, executor, workers, ray_address)
     try:
+        store = Store(db)
         search_id = store.create_search(spec.model_dump(mode="json"), versions())
         if on_created:
             on_created(search_id)

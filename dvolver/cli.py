@@ -129,6 +129,7 @@ def search(
 
     def announce(search_id: int) -> None:
         created.append(search_id)
+        live.bar.start()
         source = f"table {spec.space_options['table']}" if spec.table_mode else spec.dataset
         err.print(f"search {search_id}: {spec.space} on {source}, objectives {','.join(spec.objectives)}, "
                   f"{spec.evaluations} evaluations, seed {spec.seed}", highlight=False)
@@ -155,6 +156,7 @@ def resume(
     except DvolverError as exc:
         _fail(str(exc))
     live = _LiveProgress(budget)
+    live.bar.start()
     _run_with_progress(lambda: resume_search(search_id, db=db, executor=executor, workers=workers,
                                              ray_address=ray_address, on_progress=live),
                        live, [search_id], db, plot)
@@ -162,8 +164,10 @@ def resume(
 
 def _run_with_progress(job: Any, live: _LiveProgress, created: list[int], db: str | None, plot: Path | None) -> None:
     try:
-        with live.bar:
+        try:
             result = job()
+        finally:
+            live.bar.stop()
     except KeyboardInterrupt:
         if created:
             err.print(f"\nsearch {created[0]} interrupted; its finished evaluations are saved. "

@@ -22,7 +22,6 @@ from search_spaces import Genome, genome_key
 
 from . import data
 from .algorithms import make_algorithm
-from .errors import DvolverError
 from .evaluation import candidate_seed, cheap_metrics, evaluate
 from .executors import Executor
 from .objectives import OBJECTIVES, violation
@@ -249,9 +248,6 @@ class _Run:
 def run(store: Store, search_id: int, executor: Executor,
         on_progress: Callable[[Progress], None] | None = None) -> SearchResult:
     """Runs (or resumes) a search to its budget; every result is in the store as it arrives."""
-    search = store.get_search(search_id)
-    if search.status == "finished":
-        raise DvolverError(f"search {search_id} has already finished; `dvolver front {search_id}` shows its front")
     loop = _Run(store, search_id, executor, on_progress)
     store.set_status(search_id, "running")
     started = time.perf_counter()

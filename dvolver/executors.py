@@ -76,6 +76,20 @@ class InlineExecutor:
         pass
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fails in seconds on an address nothing listens at; Ray itself retries for minutes."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} is not HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {hostport} ({exc}); is `ray start --head` running there?") from None
+
+
 class RayExecutor:
     """Ray tasks, one per evaluation, each asking for `cpus` CPUs and `gpus` GPUs.
 
@@ -90,6 +104,8 @@ class RayExecutor:
         self._ray = ray
         self._owns_ray = False
         address = address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            check_reachable(address)
         if not ray.is_initialized():
             common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "logging_level": logging.WARNING}

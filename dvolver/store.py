@@ -24,7 +24,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    func,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -224,22 +223,11 @@ class Store:
                 query = query.where(CandidateRow.status.in_(statuses))
             return [_candidate(r) for r in s.scalars(query)]
 
-    def get_candidate(self, search_id: int, candidate_id: int) -> Candidate:
-        with self._session() as s:
-            row = s.get(CandidateRow, candidate_id)
-            if row is None or row.search_id != search_id:
-                raise NotFoundError(f"search {search_id} has no candidate {candidate_id}")
-            return _candidate(row)
-
     def events(self, search_id: int, after: int = 0) -> list[dict[str, Any]]:
         with self._session() as s:
             query = select(EventRow).where(EventRow.search_id == search_id, EventRow.id > after).order_by(EventRow.id)
             return [{"id": e.id, "kind": e.kind, "payload": e.payload, "at": e.at.isoformat()}
                     for e in s.scalars(query)]
-
-    def count_candidates(self, search_id: int) -> int:
-        with self._session() as s:
-            return int(s.scalar(select(func.count()).where(CandidateRow.search_id == search_id)) or 0)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

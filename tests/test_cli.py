@@ -115,6 +115,7 @@ def test_ctrl_c_then_resume_retrains_nothing_that_finished(tmp_path):
     out = dvolver("resume", "1", "--executor", "inline", db=db, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert f"{len(before)} reused from the store" in out.stderr
+    assert "MACs" in out.stdout and "FLOPs" in out.stdout  # both labelled, never a bare "cost"
     with sqlite3.connect(db) as con:
         after = dict(con.execute("select key, finished_at from candidates where status='finished'").fetchall())
         events = con.execute("select payload from events where kind='candidate'").fetchall()
@@ -122,3 +123,12 @@ def test_ctrl_c_then_resume_retrains_nothing_that_finished(tmp_path):
     assert all(after[k] == v for k, v in before.items())  # untouched: not trained again
     finished_events = [json.loads(p)["key"] for (p,) in events if json.loads(p)["status"] == "finished"]
     assert sorted(finished_events) == sorted(after)
+
+
+def test_unreachable_ray_cluster_fails_fast_and_writes_nothing(tmp_path):
+    db = tmp_path / "store.db"
+    start = time.time()
+    out = dvolver("search", "--ray-address", "127.0.0.1:1", db=db)
+    assert out.returncode == 2
+    assert "cannot start the Ray cluster at 127.0.0.1:1" in out.stderr
+    assert time.time() - start < 60 and not db.exists()

@@ -146,3 +146,10 @@ def test_nb201_table_search_finds_a_front(nb201_table, db):
     assert len(result.front) >= 8
     accs = [c.objectives["acc"] for c in result.front]
     assert max(accs) > 93.5
+
+
+def test_latency_is_measured_by_the_worker_when_asked_for(db):
+    result = run_search(TINY | {"objectives": ["acc", "latency"], "evaluations": 2, "population": 2,
+                                "training": TINY["training"] | {"latency_repeats": 3}}, db=db, executor="inline")
+    for c in result.candidates:
+        assert c.objectives["latency"] > 0 and c.metrics["latency"] == c.objectives["latency"]

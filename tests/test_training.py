@@ -25,3 +25,11 @@ def test_nasnet_a_learns_digits_with_either_memory_format():
     for layout, schedule in (("on", "one_cycle"), ("off", "cosine")):
         result = _train(0, epochs=4, channels_last=layout, schedule=schedule)
         assert result.val_acc > 85, (layout, result)
+
+
+def test_nasnet_a_learns_32x32_cifar(cifar_npz):
+    torch.manual_seed(0)
+    data = load(str(cifar_npz))
+    model = make_space("nasnet", {"filters": 4}).build(NASNET_A, data.input_shape, data.num_classes)
+    result = train(model, data, TrainingSpec(epochs=2, train_limit=2000), 0, torch.device("cpu"))
+    assert result.val_acc > 20  # ten classes: chance is 10 %
