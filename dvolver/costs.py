@@ -1,8 +1,11 @@
 """What a network costs: MACs and FLOPs by fvcore, params, CPU latency.
 
-fvcore counts one multiply-accumulate as one "flop"; we call that number MACs and report
-FLOPs = 2 x MACs beside it. Ops fvcore has no formula for (pooling, for one) are recorded with the
-candidate instead of being silently counted as free.
+MACs are the multiply-accumulates of convolutions, linear layers and matrix products as fvcore
+counts them (it calls one multiply-accumulate one "flop"); FLOPs = 2 x MACs. fvcore also estimates
+ops that are not multiply-accumulates (BatchNorm, which inference folds into the convolution before
+it; adaptive pooling, which only adds): those stay out of MACs and are recorded under
+`non_mac_ops`. Ops fvcore has no formula for (max and average pooling, for one) are recorded under
+`uncounted_ops` instead of being silently taken as free.
 """
 
 from __future__ import annotations
@@ -18,19 +21,25 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+# fvcore's names (by_operator) of the ops that are multiply-accumulates
+MAC_OPS = frozenset({"conv", "linear", "addmm", "bmm", "einsum", "matmul", "mm"})
+
+
 @dataclass(frozen=True)
 class Costs:
     macs: int
     flops: int
     params: int
-    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)  # op -> calls fvcore could not count
+    non_mac_ops: dict[str, int] = field(default_factory=dict)  # op -> fvcore's estimate, not in MACs
 
     def as_metrics(self) -> dict[str, object]:
-        return {"macs": self.macs, "flops": self.flops, "params": self.params, "uncounted_ops": self.uncounted_ops}
+        return {"macs": self.macs, "flops": self.flops, "params": self.params, "uncounted_ops": self.uncounted_ops,
+                "non_mac_ops": self.non_mac_ops}
 
 
 def count(model: nn.Module, input_shape: tuple[int, ...]) -> Costs:
-    """MACs at batch 1 in eval mode (BatchNorm folded the way inference runs it)."""
+    """Costs of one inference at batch 1, in eval mode."""
     from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
@@ -40,12 +49,14 @@ def count(model: nn.Module, input_shape: tuple[int, ...]) -> Costs:
         analysis = FlopCountAnalysis(model, torch.zeros(1, *input_shape, device=device))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         with torch.no_grad():
-            macs = int(analysis.total())
+            by_op = analysis.by_operator()
         uncounted = dict(analysis.unsupported_ops())
     finally:
         model.train(was_training)
+    macs = int(sum(v for op, v in by_op.items() if op in MAC_OPS))
+    others = {op: int(v) for op, v in by_op.items() if op not in MAC_OPS}
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return Costs(macs=macs, flops=2 * macs, params=params, uncounted_ops=uncounted)
+    return Costs(macs=macs, flops=2 * macs, params=params, uncounted_ops=uncounted, non_mac_ops=others)
 
 
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 30, warmup: int = 5) -> float:
