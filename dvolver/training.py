@@ -105,7 +105,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device:
                                 nesterov=cfg.momentum > 0)
     if cfg.schedule == "one_cycle":
         scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25)
+            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25, cycle_momentum=False)
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     loss_sum, seen = 0.0, 0
