@@ -58,14 +58,25 @@ def check_source(source: str) -> None:
         raise DatasetError(f"dataset {source!r} is neither 'digits', an .npz file nor a folder")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise DatasetError(f"dataset {source!r} lacks the array(s) {', '.join(missing)}; "
+                                   f"an .npz needs {', '.join(NPZ_KEYS)}")
+            for split in ("train", "test"):
+                _check_arrays(source, split, npz[f"x_{split}"], npz[f"y_{split}"])
+    except DatasetError:
+        raise
     except Exception as exc:  # numpy raises several types for a corrupt archive
         raise DatasetError(f"dataset {source!r} cannot be read as .npz: {exc}") from exc
-    missing = [k for k in NPZ_KEYS if k not in keys]
-    if missing:
-        raise DatasetError(
-            f"dataset {source!r} lacks the array(s) {', '.join(missing)}; an .npz needs {', '.join(NPZ_KEYS)}"
-        )
+
+
+def _check_arrays(source: str, split: str, x: np.ndarray, y: np.ndarray) -> None:
+    if x.ndim not in (3, 4) or len(x) != len(y) or len(x) == 0:
+        raise DatasetError(f"dataset {source!r}: x_{split} must be N x H x W (x C) images with one label each in "
+                           f"y_{split}; got shapes {x.shape} and {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise DatasetError(f"dataset {source!r}: y_{split} must hold class numbers 0, 1, 2, ...; "
+                           f"got {y.dtype} from {y.min()} to {y.max()}")
 
 
 @lru_cache(maxsize=4)
@@ -94,12 +105,6 @@ def _npz(path: Path) -> tuple[np.ndarray, ...]:
     with np.load(path, allow_pickle=False) as npz:
         arrays = [npz[k] for k in NPZ_KEYS]
     x_train, y_train, x_test, y_test = arrays
-    for name, xs, ys in (("train", x_train, y_train), ("test", x_test, y_test)):
-        if xs.ndim not in (3, 4) or len(xs) != len(ys):
-            raise DatasetError(
-                f"{path}: x_{name} must be N x H x W (x C) images with one label each in y_{name}; "
-                f"got shapes {xs.shape} and {ys.shape}"
-            )
     return _to_nchw(x_train), y_train.astype(np.int64).ravel(), _to_nchw(x_test), y_test.astype(np.int64).ravel()
 
 
@@ -138,6 +143,11 @@ def _stratified_split(x: np.ndarray, y: np.ndarray, fraction: float) -> tuple[np
 
 def _finish(name: str, *arrays: np.ndarray) -> Dataset:
     x_train, y_train, x_val, y_val, x_test, y_test = arrays
+    # Shuffled once, with the split's seed, so that `train_limit` takes a random subset even of a
+    # file sorted by class.
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(y_train))
+    x_train, y_train = x_train[order], y_train[order]
+    arrays = (x_train, y_train, x_val, y_val, x_test, y_test)
     mean = x_train.mean(axis=(0, 2, 3), keepdims=True)
     std = x_train.std(axis=(0, 2, 3), keepdims=True) + 1e-6
     digest = hashlib.sha256()

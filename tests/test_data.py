@@ -68,3 +68,23 @@ def test_crop_flip_is_seeded_and_keeps_shape():
     b = crop_flip(x, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b)
     assert not torch.equal(a, x)
+
+
+def test_labels_must_be_class_numbers(tmp_path):
+    path = tmp_path / "neg.npz"
+    np.savez(path, x_train=np.zeros((4, 8, 8)), y_train=np.array([0, 1, -1, 2]), x_test=np.zeros((2, 8, 8)),
+             y_test=np.array([0, 1]))
+    with pytest.raises(DatasetError, match="y_train must hold class numbers 0, 1, 2"):
+        data.check_source(str(path))
+
+
+def test_train_limit_takes_every_class_even_from_a_sorted_file(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.argsort(digits.target, kind="stable")
+    path = tmp_path / "sorted.npz"
+    np.savez(path, x_train=digits.images[order], y_train=digits.target[order], x_test=digits.images[:50],
+             y_test=digits.target[:50])
+    d = data.load(str(path))
+    assert set(d.y_train[:100].tolist()) == set(range(10))
