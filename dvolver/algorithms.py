@@ -2,7 +2,9 @@
 
 NSGA-II runs on pymoo with Dvolver's operators (METHODS.md s.1): binary tournament on dominance
 with a crowding tie-break, uniform crossover (p = 0.9 per pair, 0.1 per gene, set genes shared
-out), per-gene mutation to a different valid value (p = 0.1) and (mu + lambda) survival. Neither
+out), per-gene mutation to a different valid value (p = 0.1) and (mu + lambda) survival. A set
+gene (extra_concat) mutates to a neighbouring set, one state replaced, added or removed, as the
+official Dvolver code does, rather than to any other set. Neither
 algorithm ever asks twice for the same network: offspring are de-duplicated on canonical keys
 against everything asked before.
 """
@@ -77,6 +79,9 @@ class NSGA2:
 
     def ask(self) -> list[Genome]:
         self._pending = self._algorithm.ask()
+        if self._pending is None or len(self._pending) == 0:  # mating found nothing new: space exhausted
+            self._pending = None
+            return []
         genomes = [tuple(int(v) for v in x) for x in self._pending.get("X")]
         self.asked.update(self.key(g) for g in genomes)
         return genomes

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
+import search_spaces
+
 from .engine import Progress, SearchResult, run
 from .errors import DvolverError
 from .executors import Executor, InlineExecutor, RayExecutor
@@ -16,8 +18,8 @@ from .store import Store
 EXECUTORS = ("auto", "ray", "inline")
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
+def versions() -> dict[str, object]:
+    found: dict[str, object] = {"python": platform.python_version(), "key_scheme": search_spaces.KEY_SCHEME}
     for package in ("dvolver", "torch", "pymoo", "ray", "fvcore"):
         try:
             found[package] = metadata.version(package)
@@ -70,7 +72,7 @@ def resume_search(search_id: int, *, db: str | None = None, executor: str = "aut
     search = store.get_search(search_id)
     if search.status == "finished":
         raise DvolverError(f"search {search_id} has already finished; `dvolver front {search_id}` shows its front")
-    pool = make_executor(SearchSpec.model_validate(search.spec), executor, workers, ray_address)
+    pool = make_executor(SearchSpec.from_stored(search.spec), executor, workers, ray_address)
     try:
         return run(store, search_id, pool, on_progress)
     finally:

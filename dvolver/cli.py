@@ -175,45 +175,44 @@ def _run_with_progress(job: Any, live: _LiveProgress, created: list[int], db: st
         raise typer.Exit(130) from None
     except DvolverError as exc:
         _fail(str(exc))
-    _print_front(result.search_id, db, "table")
-    _write_plot(result.search_id, db, plot)
+    _print_front(result, "table")
+    _write_plot(result, plot)
     stats = result.stats
     util = stats.get("utilisation")
+    if stats.get("stopped_early"):
+        err.print(f"stopped before the budget: {stats['stopped_early']}", highlight=False)
     err.print(f"{stats['evaluations']} evaluations ({stats['trained']} run now, {stats['reused']} reused from the "
               f"store, {stats['infeasible']} rejected on cheap constraints, {stats['failed']} failed) in "
               f"{stats.get('wall_seconds', 0):.1f} s; worker utilisation "
               f"{'-' if util is None else f'{util:.0%}'} over {stats['workers']} worker(s)", highlight=False)
 
 
-def _write_plot(search_id: int, db: str | None, plot: Path | None) -> None:
+def _stored_result(search_id: int, db: str | None) -> Any:
     from .engine import result
-    from .plotting import plot_front
-    from .spec import SearchSpec
     from .store import Store
 
-    store = Store(db)
-    res = result(store, search_id)
-    spec = SearchSpec.model_validate(store.get_search(search_id).spec)
-    path = plot_front(res.candidates, res.front, res.objectives, plot or Path(f"dvolver_front_{search_id}.png"),
-                      f"search {search_id}: {spec.space}, {len(res.front)} on the front", spec.table_mode)
+    try:
+        return result(Store(db), search_id)
+    except DvolverError as exc:
+        _fail(str(exc))
+
+
+def _write_plot(res: Any, plot: Path | None) -> None:
+    from .plotting import plot_front
+
+    path = plot_front(res.candidates, res.front, res.objectives, plot or Path(f"dvolver_front_{res.search_id}.png"),
+                      f"search {res.search_id}: {res.spec.space}, {len(res.front)} on the front", res.spec.table_mode)
     err.print(f"front plot: {path}", highlight=False)
 
 
-def _front_rows(search_id: int, db: str | None) -> tuple[list[str], list[dict[str, Any]], bool]:
-    from .engine import result
-    from .spec import SearchSpec
-    from .store import Store
-
-    store = Store(db)
-    spec = SearchSpec.model_validate(store.get_search(search_id).spec)
-    res = result(store, search_id)
-    order = "acc" if "acc" in spec.objectives else spec.objectives[0]
+def _front_rows(res: Any) -> list[dict[str, Any]]:
+    order = "acc" if "acc" in res.objectives else res.objectives[0]
     front = sorted(res.front, key=lambda c: c.objectives[order], reverse=order == "acc")
     rows = []
     for c in front:
         m = c.metrics
         row: dict[str, Any] = {"id": c.id, "acc_pct": m.get("acc")}
-        if not spec.table_mode:
+        if not res.spec.table_mode:
             row["test_acc_pct"] = m.get("test_acc")
             row["macs"] = m.get("macs")
         row["flops"] = m.get("flops")
@@ -222,7 +221,7 @@ def _front_rows(search_id: int, db: str | None) -> tuple[list[str], list[dict[st
             row["latency_ms"] = m.get("latency")
         row["genome"] = list(c.genome)
         rows.append(row)
-    return spec.objectives, rows, spec.table_mode
+    return rows
 
 
 def _human(value: Any) -> str:
@@ -241,11 +240,8 @@ HEADERS = {"id": "id", "acc_pct": "val acc %", "test_acc_pct": "test acc %", "ma
            "params": "params", "latency_ms": "latency ms"}
 
 
-def _print_front(search_id: int, db: str | None, fmt: str) -> None:
-    try:
-        objectives, rows, table_mode = _front_rows(search_id, db)
-    except DvolverError as exc:
-        _fail(str(exc))
+def _print_front(res: Any, fmt: str) -> None:
+    rows = _front_rows(res)
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -259,9 +255,11 @@ def _print_front(search_id: int, db: str | None, fmt: str) -> None:
         sys.stdout.write(buffer.getvalue())
         return
     headers = dict(HEADERS)
-    if table_mode:
-        headers |= {"acc_pct": "acc % (table)", "flops": "FLOPs (table's count)", "params": "params (table)"}
-    title = f"Pareto front of search {search_id} ({len(rows)} candidates; objectives {', '.join(objectives)})"
+    if res.spec.table_mode:
+        source = next((c.metrics.get("acc_source") for c in res.front), "table")
+        headers |= {"acc_pct": f"acc % ({source})", "flops": "FLOPs (table's count)", "params": "params (table)"}
+    title = (f"Pareto front of search {res.search_id} ({len(rows)} candidates; "
+             f"objectives {', '.join(res.objectives)})")
     table = Table(title=title)
     keys = [k for k in headers if rows and k in rows[0]]
     for k in keys:
@@ -281,9 +279,10 @@ def front(
     """Print a search's Pareto front."""
     if format not in ("table", "json", "csv"):
         _fail(f"unknown format {format!r}; choose table, json or csv")
-    _print_front(search_id, db, format)
+    res = _stored_result(search_id, db)
+    _print_front(res, format)
     if plot is not None:
-        _write_plot(search_id, db, plot)
+        _write_plot(res, plot)
 
 
 @app.command("list")
@@ -294,10 +293,14 @@ def list_searches(
     """List the searches in the store."""
     from .store import Store
 
-    table = Table(title=f"searches in {Store(db).url}")
+    try:
+        store = Store(db)
+    except DvolverError as exc:
+        _fail(str(exc))
+    table = Table(title=f"searches in {store.url}")
     for column in ("id", "name", "status", "space", "objectives", "evaluations", "front", "created"):
         table.add_column(column)
-    for s in Store(db).list_searches(status):
+    for s in store.list_searches(status):
         done = s.stats.get("evaluations", 0)
         table.add_row(str(s.id), s.name or "", s.status, s.spec["space"], ",".join(s.spec["objectives"]),
                       f"{done}/{s.spec['evaluations']}", str(s.stats.get("front_size", "-")),

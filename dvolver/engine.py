@@ -22,19 +22,23 @@ from search_spaces import Genome, genome_key
 
 from . import data
 from .algorithms import make_algorithm
+from .errors import DvolverError
 from .evaluation import candidate_seed, cheap_metrics, evaluate
 from .executors import Executor
 from .objectives import OBJECTIVES, violation
 from .pareto import dominates, hypervolume, non_dominated, normalise
 from .spec import SearchSpec
-from .store import Candidate, Store
+from .store import FINAL_STATUSES, Candidate, Store
 
 log = logging.getLogger(__name__)
 
-FINAL = ("finished", "failed", "infeasible")
 FAILED_VIOLATION = 1e6  # told to the algorithm for a candidate whose evaluation failed
 UNKNOWN = 1e18  # an objective an untrained (infeasible) candidate has no value for
-STALL_LIMIT = 20  # asks in a row that bring nothing new: the space is exhausted
+STALL_LIMIT = 20  # generations in a row with nothing to evaluate: the constraints cannot be met
+
+
+class EvaluationsFailed(DvolverError):
+    """Every evaluation of a search failed."""
 
 
 @dataclass
@@ -53,10 +57,14 @@ class Progress:
 class SearchResult:
     search_id: int
     status: str
-    objectives: list[str]
+    spec: SearchSpec
     candidates: list[Candidate]
     front: list[Candidate]
     stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objectives(self) -> list[str]:
+        return self.spec.objectives
 
 
 def minimised(candidate: Candidate, objectives: list[str]) -> list[float]:
@@ -82,9 +90,18 @@ class _Run:
                  on_progress: Callable[[Progress], None] | None) -> None:
         self.store, self.search_id, self.executor = store, search_id, executor
         self.on_progress = on_progress or (lambda p: None)
-        self.spec = SearchSpec.model_validate(store.get_search(search_id).spec)
-        self.space = search_spaces.make_space(self.spec.space, self.spec.space_options)
-        self.known: dict[str, Candidate] = {c.key: c for c in store.candidates(search_id) if c.status in FINAL}
+        search = store.get_search(search_id)
+        self.spec = SearchSpec.from_stored(search.spec)
+        if search.versions.get("key_scheme") != search_spaces.KEY_SCHEME:
+            raise DvolverError(f"search {search_id} was recorded with candidate key scheme "
+                               f"{search.versions.get('key_scheme')}, this Dvolver uses {search_spaces.KEY_SCHEME}: "
+                               "its stored results cannot be matched; start a new search")
+        try:
+            self.space = search_spaces.make_space(self.spec.space, self.spec.space_options)
+        except (OSError, ValueError) as exc:
+            raise DvolverError(f"search {search_id}: cannot load its search space: {exc}") from None
+        self.stopped: str | None = None
+        self.known: dict[str, Candidate] = {c.key: c for c in store.candidates(search_id) if c.status in FINAL_STATUSES}
         self.results: dict[str, Candidate] = {}  # what this pass has met, in the order met
         self.front: list[Candidate] = []
         self.progress = Progress(0, self.spec.evaluations, 0, None)
@@ -95,9 +112,16 @@ class _Run:
         self.last_done: float | None = None
         if self.spec.table_mode:
             self.input_shape, self.num_classes = None, None
+            self.fingerprint = self.space.table.fingerprint  # type: ignore[attr-defined]
         else:
             dataset = data.load(self.spec.dataset)
             self.input_shape, self.num_classes = dataset.input_shape, dataset.num_classes
+            self.fingerprint = dataset.fingerprint
+        recorded = search.stats.get("data_fingerprint")
+        if recorded not in (None, self.fingerprint):
+            source = self.spec.space_options["table"] if self.spec.table_mode else self.spec.dataset
+            raise DvolverError(f"search {search_id} ran on other data: {source} changed since (fingerprint "
+                               f"{recorded}, now {self.fingerprint}); start a new search")
 
     def key(self, genome: Genome) -> str:
         return genome_key(self.space.name, self.space.canonical(genome))
@@ -106,46 +130,60 @@ class _Run:
         spec = self.spec
         algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
                                    spec.seed)
-        stalled = 0
-        while self.progress.evaluations < spec.evaluations and stalled < STALL_LIMIT:
+        idle = 0
+        while self.progress.evaluations < spec.evaluations:
             genomes = algorithm.ask()
-            new = self._generation(genomes)
-            stalled = 0 if new else stalled + 1
+            if not genomes:
+                self.stopped = "the algorithm found no new candidate: the space is exhausted"
+                break
+            before = self.progress.evaluations
+            self._generation(genomes)
             if any(self.key(g) not in self.results for g in genomes):
                 break  # the budget ran out inside this generation
-            F, G = self._answers(genomes)
-            algorithm.tell(genomes, F, G)
+            self._check_not_all_failed()
+            algorithm.tell(genomes, *self._answers(genomes))
             self._snapshot()
-        if stalled >= STALL_LIMIT:
-            log.info("search %s: no new candidates in %d asks; the space is exhausted", self.search_id, stalled)
+            idle = 0 if self.progress.evaluations > before else idle + 1
+            if idle >= STALL_LIMIT:
+                self.stopped = (f"{STALL_LIMIT} generations in a row brought nothing to evaluate: every new "
+                                "candidate broke a cheap constraint; loosen the constraints")
+                break
         self._snapshot(final=True)
 
-    def _generation(self, genomes: list[Genome]) -> int:
-        """Scores what is new in one ask; returns how many candidates it met for the first time."""
+    def _generation(self, genomes: list[Genome]) -> None:
+        """Scores what is new in one ask: reused, rejected on cheap constraints, or evaluated.
+
+        The genome evaluated is the first one asked of its class: in table mode, the cell whose row
+        is looked up is the cell the algorithm chose.
+        """
         spec = self.spec
         submit: list[tuple[str, Genome, dict[str, Any]]] = []
-        new = 0
         for genome in genomes:
             key = self.key(genome)
             if key in self.results or any(key == k for k, _, _ in submit):
                 continue
-            new += 1
             if key in self.known:
                 self._accept(self.known[key], reused=True)
                 continue
-            canonical = self.space.canonical(genome)
-            cheap = cheap_metrics(canonical, spec, self.input_shape, self.num_classes)
+            cheap = cheap_metrics(genome, spec, self.input_shape, self.num_classes)
             cheap_values = {k: float(v) for k, v in cheap.items() if k in OBJECTIVES}
             if violation(spec.constraints, cheap_values, cheap_only=True) > 0:
-                self._accept(self.store.record(self.search_id, key, canonical, "infeasible", cheap_values, cheap))
+                self._accept(self.store.record(self.search_id, key, genome, "infeasible", cheap_values, cheap))
                 continue
             if self.progress.evaluations + len(submit) >= spec.evaluations:
                 continue
-            self.store.record(self.search_id, key, canonical, "pending", cheap_values, cheap)
-            submit.append((key, canonical, cheap))
+            self.store.record(self.search_id, key, genome, "pending", cheap_values, cheap)
+            submit.append((key, genome, cheap))
         if submit:
             self._evaluate(submit)
-        return new
+
+    def _check_not_all_failed(self) -> None:
+        """A search whose every evaluation fails is broken (bad data, bad settings): say so early."""
+        p = self.progress
+        if p.failed and p.failed == p.evaluations >= min(self.spec.population, self.spec.evaluations):
+            first = next(c.error for c in self.results.values() if c.status == "failed")
+            raise EvaluationsFailed(f"search {self.search_id}: all {p.failed} evaluations so far failed; "
+                                    f"the first error: {first}")
 
     def _evaluate(self, batch: list[tuple[str, Genome, dict[str, Any]]]) -> None:
         if self.first_submit is None:
@@ -209,8 +247,8 @@ class _Run:
         if front:
             points = np.array([minimised(c, self.spec.objectives) for c in front])
             if self.hv_box is None:
-                # Normalise by the range of the first generation and keep that box: hypervolumes of
-                # one search then compare across its whole history.
+                # Normalise by the range of what was evaluated up to the first front, and keep that
+                # box: hypervolumes of one search then compare across its whole history.
                 seen = np.array([minimised(c, self.spec.objectives) for c in self.results.values()
                                  if feasible(c, self.spec)])
                 self.hv_box = seen.min(axis=0), seen.max(axis=0)
@@ -220,7 +258,12 @@ class _Run:
             self.hv_history.append([self.progress.evaluations, hv])
         self.progress.front_size = len(front)
         self.on_progress(self.progress)
-        self.store.update_stats(self.search_id, self.stats(), event_kind=None if final else "generation")
+        self.store.update_stats(self.search_id, self.stats())
+        if not final:
+            p = self.progress
+            self.store.append_event(self.search_id, "generation", {
+                "evaluations": p.evaluations, "front_size": p.front_size, "hypervolume": p.hypervolume,
+                "front": [c.id for c in front]})
 
     def stats(self) -> dict[str, Any]:
         p = self.progress
@@ -228,6 +271,8 @@ class _Run:
         wall = (self.last_done or 0.0) - (self.first_submit or 0.0)
         capacity = wall * max(1, self.executor.slots)
         return {
+            "data_fingerprint": self.fingerprint,
+            "stopped_early": self.stopped,
             "evaluations": p.evaluations,
             "budget": p.budget,
             "trained": p.trained,
@@ -268,7 +313,6 @@ def run(store: Store, search_id: int, executor: Executor,
 
 def result(store: Store, search_id: int) -> SearchResult:
     search = store.get_search(search_id)
-    spec = SearchSpec.model_validate(search.spec)
+    spec = SearchSpec.from_stored(search.spec)
     candidates = store.candidates(search_id)
-    return SearchResult(search_id, search.status, spec.objectives, candidates, pareto_front(candidates, spec),
-                        search.stats)
+    return SearchResult(search_id, search.status, spec, candidates, pareto_front(candidates, spec), search.stats)

@@ -15,3 +15,7 @@ class DatasetError(DvolverError):
 
 class NotFoundError(DvolverError):
     """A search or candidate id that the store does not hold."""
+
+
+class StoreError(DvolverError):
+    """The database cannot be opened or written."""

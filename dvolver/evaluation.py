@@ -48,7 +48,7 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int) -> dict[str, Any]:
     space = search_spaces.make_space(spec.space, spec.space_options)
     table = getattr(space, "table", None)
     if table is not None:
-        return {"acc": table.lookup(genome).acc, "acc_source": "table"}
+        return {"acc": table.lookup(genome).acc, "acc_source": f"table column {table.acc_column}"}
     dataset = data.load(spec.dataset)
     device = _device(spec)
     with _torch_threads(spec.resources.cpus_per_eval):
@@ -71,6 +71,9 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int) -> dict[str, Any]:
 
 def _device(spec: SearchSpec) -> torch.device:
     if spec.resources.gpus_per_eval > 0 and torch.cuda.is_available():
+        # Same spec and seed, same front: cuDNN must not pick kernels by timing.
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
         return torch.device("cuda")
     return torch.device("cpu")
 

@@ -8,12 +8,18 @@ import numpy as np
 def non_dominated(F: np.ndarray) -> np.ndarray:
     """Mask of the points no other point dominates; equal points are all kept."""
     F = np.asarray(F, dtype=float)
-    if len(F) == 0:
-        return np.zeros(0, dtype=bool)
-    le = (F[:, None, :] <= F[None, :, :]).all(axis=2)
-    lt = (F[:, None, :] < F[None, :, :]).any(axis=2)
-    dominates = le & lt  # dominates[i, j]: i dominates j
-    return ~dominates.any(axis=0)
+    keep = np.zeros(len(F), dtype=bool)
+    front: list[int] = []
+    # In lexicographic order a point can only be dominated by one before it, and whatever
+    # dominates it is itself dominated by, or is, a front point: comparing with the front suffices.
+    for i in np.lexsort(F.T[::-1]):
+        if front:
+            Q = F[front]
+            if ((F[i] >= Q).all(axis=1) & (F[i] > Q).any(axis=1)).any():
+                continue
+        keep[i] = True
+        front.append(i)
+    return keep
 
 
 def dominates(a: list[float] | np.ndarray, b: list[float] | np.ndarray) -> bool:

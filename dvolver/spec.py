@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 import search_spaces
 
@@ -106,11 +106,13 @@ class SearchSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _resources_on_disk(self) -> SearchSpec:
+    def _resources_on_disk(self, info: ValidationInfo) -> SearchSpec:
         try:
             options = search_spaces.options_model(self.space)(**self.space_options).model_dump()
         except ValidationError as exc:
             raise ValueError(f"space_options for {self.space}: {_joined(exc)}") from None
+        if info.context and info.context.get("stored"):
+            return self  # checked when it was stored; its files are only needed to run it
         table = options.get("table")
         if table is not None:
             path = Path(table).expanduser()
@@ -127,6 +129,10 @@ class SearchSpec(BaseModel):
                     f"objective {', '.join(extra)} is not in the table; a table search can use "
                     f"{', '.join(TABLE_OBJECTIVES)}"
                 )
+            unusable = [c for c in self.constraints if CONSTRAINTS[c][0] not in TABLE_OBJECTIVES]
+            if unusable:
+                raise ValueError(f"constraint {', '.join(unusable)} needs a measure the table does not have; "
+                                 f"a table search can constrain {', '.join(TABLE_OBJECTIVES)}")
         else:
             try:
                 data.check_source(self.dataset)
@@ -140,6 +146,11 @@ class SearchSpec(BaseModel):
     @property
     def table_mode(self) -> bool:
         return self.space_options.get("table") is not None
+
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> SearchSpec:
+        """A spec read back from the store: valid when stored, even if its files have moved since."""
+        return cls.model_validate(values, context={"stored": True})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SearchSpec:

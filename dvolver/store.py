@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -27,14 +28,15 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .errors import NotFoundError
+from .errors import NotFoundError, StoreError
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
-STATUSES = ("queued", "running", "interrupted", "finished", "failed")
-# A candidate is pending while a worker has it; the others are final.
-CANDIDATE_STATUSES = ("pending", "finished", "failed", "infeasible")
+# Searches are queued, running, interrupted, finished or failed. A candidate is pending while a
+# worker has it; its other statuses are final.
+FINAL_STATUSES = ("finished", "failed", "infeasible")
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -61,7 +63,7 @@ class SearchRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), index=True)
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     versions: Mapped[dict[str, Any]] = mapped_column(JSON)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -141,10 +143,13 @@ def _candidate(row: CandidateRow) -> Candidate:
 class Store:
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_url(url)
-        self.engine: Engine = create_engine(self.url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        try:
+            self.engine: Engine = create_engine(self.url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(f"cannot open the store at {self.url}: {exc}") from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_search(self, spec: dict[str, Any], versions: dict[str, Any], status: str = "queued") -> int:
@@ -184,14 +189,16 @@ class Store:
                 row.finished_at = _now()
             s.add(EventRow(search_id=search_id, kind="status", payload={"status": status, "error": error}))
 
-    def update_stats(self, search_id: int, stats: dict[str, Any], event_kind: str | None = None) -> None:
+    def update_stats(self, search_id: int, stats: dict[str, Any]) -> None:
         with self._session.begin() as s:
             row = s.get(SearchRow, search_id)
             if row is None:
                 raise NotFoundError(f"no search {search_id}")
             row.stats = {**(row.stats or {}), **stats}
-            if event_kind:
-                s.add(EventRow(search_id=search_id, kind=event_kind, payload=stats))
+
+    def append_event(self, search_id: int, kind: str, payload: dict[str, Any]) -> None:
+        with self._session.begin() as s:
+            s.add(EventRow(search_id=search_id, kind=kind, payload=payload))
 
     def record(self, search_id: int, key: str, genome: tuple[int, ...], status: str,
                objectives: dict[str, float] | None = None, metrics: dict[str, Any] | None = None,
@@ -205,6 +212,8 @@ class Store:
             if row is None:
                 row = CandidateRow(search_id=search_id, key=key, genome=list(genome))
                 s.add(row)
+            elif row.status in FINAL_STATUSES:
+                return _candidate(row)  # a final result is never overwritten, by a re-run or anything else
             row.status = status
             row.objectives = objectives or {}
             row.metrics = metrics or {}

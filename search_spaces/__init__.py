@@ -12,6 +12,9 @@ from .base import Genome, GenomeCodec, SearchSpace, genome_key
 from .nasnet import NASNetOptions, NASNetSpace
 from .nb201 import NB201Options, NB201Space
 
+# Bumped whenever canonical forms change: stored results under an older scheme cannot be matched.
+KEY_SCHEME = 1
+
 SPACES: dict[str, tuple[type, type[BaseModel]]] = {
     "nasnet": (NASNetSpace, NASNetOptions),
     "nb201": (NB201Space, NB201Options),
@@ -33,4 +36,4 @@ def _make_space(name: str, options_json: str) -> SearchSpace:
     return space_cls(options_cls(**json.loads(options_json)))
 
 
-__all__ = ["SPACES", "Genome", "GenomeCodec", "SearchSpace", "genome_key", "make_space", "options_model"]
+__all__ = ["KEY_SCHEME", "SPACES", "Genome", "GenomeCodec", "SearchSpace", "genome_key", "make_space", "options_model"]

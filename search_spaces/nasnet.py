@@ -121,7 +121,6 @@ NASNET_A: Genome = join(
     parse_cell("0 sep5, 1 sep3 | 1 sep5, 1 sep3 | 0 avg, 1 id | 1 avg, 1 avg | 0 sep3, 0 id | extra [1]"),
     parse_cell("0 sep5, 1 sep7 | 0 max, 1 sep7 | 0 avg, 1 sep5 | 3 id, 2 avg | 2 sep3, 0 max | extra [3]"),
 )
-REFERENCE_GENOMES: dict[str, Genome] = {"nasnet_a": NASNET_A}
 
 
 def _make_op(index: int, channels: int, stride: int) -> nn.Module:

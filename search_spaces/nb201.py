@@ -10,6 +10,7 @@ Genes are the op codes of the edges in the benchmark's order 1<-0, 2<-0, 2<-1, 3
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 from dataclasses import dataclass
 from functools import cached_property
@@ -117,10 +118,11 @@ class NB201Table:
     table's own counting convention.
     """
 
-    ACC_COLUMNS = ("val_acc", "valid_acc", "accuracy", "acc", "test_acc")
+    ACC_COLUMNS = ("val_acc", "valid_acc", "accuracy", "acc", "test_acc")  # preference order
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.fingerprint = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
         with self.path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             columns = reader.fieldnames or []
@@ -180,7 +182,7 @@ class NB201Cell(nn.Module):
         for e, alive in enumerate(self.live):
             if alive:
                 self.edges[str(e)] = _make_op(genome[e], channels)
-        self.zero = Zero(channels, 1)
+        self.zero = Zero(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes: list[torch.Tensor | None] = [x, None, None, None]
@@ -238,6 +240,9 @@ class NB201Space:
     def __init__(self, options: NB201Options | None = None) -> None:
         self.options = options or NB201Options()
         self.table = NB201Table(self.options.table) if self.options.table else None
+        if self.table is not None and len(self.table.rows) != len(ALL_GENOMES):
+            raise ValueError(f"{self.table.path} lists {len(self.table.rows)} cells; a table search needs all "
+                             f"{len(ALL_GENOMES)} of the space")
 
     def codec(self) -> GenomeCodec:
         return GenomeCodec((0,) * len(EDGES), (len(OPS) - 1,) * len(EDGES))
@@ -258,11 +263,10 @@ class NB201Space:
             row = self.table.lookup(genome)
             return functional_key(genome), row.flops, row.params
 
-        genomes = ALL_GENOMES if self.table is None else tuple(sorted(self.table.rows))
         smallest: dict[tuple[Any, ...], Genome] = {}
-        for genome in genomes:
+        for genome in ALL_GENOMES:
             smallest.setdefault(cls(genome), genome)
-        return {genome: smallest[cls(genome)] for genome in genomes}
+        return {genome: smallest[cls(genome)] for genome in ALL_GENOMES}
 
     def canonical(self, genome: Genome) -> Genome:
         return self._canonical[tuple(int(g) for g in genome)]

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from dvolver import SearchSpec, resume_search, run_search
-from dvolver.engine import _Run
+from dvolver.api import versions
+from dvolver.engine import EvaluationsFailed, _Run
+from dvolver.errors import DvolverError
 from dvolver.executors import InlineExecutor
 from dvolver.store import Store
 from search_spaces import genome_key, make_space
@@ -35,7 +37,7 @@ def _equivalent_nasnet_a():
 def test_a_duplicate_network_is_never_trained_twice(db):
     spec = SearchSpec.from_dict(TINY)
     store = Store(db)
-    search_id = store.create_search(spec.model_dump(mode="json"), {})
+    search_id = store.create_search(spec.model_dump(mode="json"), versions())
     executor = CountingExecutor()
     loop = _Run(store, search_id, executor, None)
     twin = _equivalent_nasnet_a()
@@ -62,7 +64,7 @@ def test_cheap_constraints_reject_before_training(db):
     executor = CountingExecutor()
     spec = SearchSpec.from_dict(TINY | {"constraints": {"max_flops": bound}})
     store = Store(db)
-    search_id = store.create_search(spec.model_dump(mode="json"), {})
+    search_id = store.create_search(spec.model_dump(mode="json"), versions())
     from dvolver.engine import run
 
     result = run(store, search_id, executor)
@@ -73,29 +75,82 @@ def test_cheap_constraints_reject_before_training(db):
     assert all(c.objectives["flops"] <= bound for c in result.front)
 
 
-def test_a_failing_evaluation_is_recorded_and_the_search_goes_on(tmp_path, db):
+class FlakyExecutor(InlineExecutor):
+    """The real inline executor, with a fault injected into every third evaluation it runs."""
+
+    def __init__(self):
+        self.runs = 0
+
+    def submit(self, fn, *args):
+        self.runs += 1
+        if self.runs % 3 == 0:
+            def fn(*_):
+                raise MemoryError("injected: worker ran out of memory")
+        return super().submit(fn, *args)
+
+
+def test_a_failing_evaluation_is_recorded_and_the_search_goes_on(db):
+    store = Store(db)
+    spec = SearchSpec.from_dict(TINY | {"evaluations": 9})
+    search_id = store.create_search(spec.model_dump(mode="json"), versions())
+    from dvolver.engine import run
+
+    result = run(store, search_id, FlakyExecutor())
+    assert result.status == "finished" and result.stats["evaluations"] == 9
+    failed = [c for c in result.candidates if c.status == "failed"]
+    assert len(failed) == 3 and all(c.error == "MemoryError: injected: worker ran out of memory" for c in failed)
+    assert result.front and not {c.key for c in failed} & {c.key for c in result.front}
+
+
+def test_a_search_whose_every_evaluation_fails_stops_with_the_reason(tmp_path, db):
     bad = tmp_path / "nan.npz"
     x = np.full((40, 8, 8), np.nan, dtype=np.float32)
     y = np.arange(40) % 4
     np.savez(bad, x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
-    result = run_search(TINY | {"dataset": str(bad), "evaluations": 4}, db=db, executor="inline")
-    assert result.status == "finished"
-    assert [c.status for c in result.candidates] == ["failed"] * 4
-    assert all("TrainingDiverged" in c.error for c in result.candidates)
-    assert result.front == []
+    with pytest.raises(EvaluationsFailed, match="all 4 evaluations so far failed; the first error: TrainingDiverged"):
+        run_search(TINY | {"dataset": str(bad)}, db=db, executor="inline")
+    [search] = Store(db).list_searches()
+    assert search.status == "failed" and "TrainingDiverged" in search.error
+    assert [c.status for c in Store(db).candidates(search.id)] == ["failed"] * 4
+
+
+def test_constraints_nothing_can_meet_stop_the_search_with_the_reason(db):
+    result = run_search(TINY | {"constraints": {"max_flops": 1}}, db=db, executor="inline")
+    assert result.status == "finished" and result.stats["evaluations"] == 0 and result.front == []
+    assert "loosen the constraints" in result.stats["stopped_early"]
+    assert {c.status for c in result.candidates} == {"infeasible"}
+
+
+def test_resume_refuses_data_that_changed(tmp_path, db):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    path = tmp_path / "digits.npz"
+    np.savez(path, x_train=digits.images[:1200], y_train=digits.target[:1200], x_test=digits.images[1200:],
+             y_test=digits.target[1200:])
+    with pytest.raises(KeyboardInterrupt):
+        run_search(TINY | {"dataset": str(path)}, db=db, executor="inline", on_progress=interrupt_at(2))
+    np.savez(path, x_train=digits.images[:1000], y_train=digits.target[:1000], x_test=digits.images[1000:],
+             y_test=digits.target[1000:])
+    from dvolver import data
+
+    data.load.cache_clear()
+    with pytest.raises(DvolverError, match="ran on other data"):
+        resume_search(1, db=db, executor="inline")
+
+
+def interrupt_at(evaluations):
+    """A progress callback that presses Ctrl-C once the search has this many evaluations."""
+    def callback(progress):
+        if progress.evaluations == evaluations:
+            raise KeyboardInterrupt
+    return callback
 
 
 def test_interrupted_search_resumes_without_retraining(db):
     spec = TINY | {"evaluations": 10}
-    seen = []
-
-    def stop_after_four(progress):
-        seen.append(progress.evaluations)
-        if progress.evaluations == 4:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run_search(spec, db=db, executor="inline", on_progress=stop_after_four)
+        run_search(spec, db=db, executor="inline", on_progress=interrupt_at(4))
     store = Store(db)
     [search] = store.list_searches()
     assert search.status == "interrupted"
@@ -122,8 +177,6 @@ def test_interrupted_search_resumes_without_retraining(db):
 
 def test_resume_of_a_finished_search_is_refused(db):
     result = run_search(TINY | {"evaluations": 2, "population": 2}, db=db, executor="inline")
-    from dvolver.errors import DvolverError
-
     with pytest.raises(DvolverError, match="already finished"):
         resume_search(result.search_id, db=db, executor="inline")
 
