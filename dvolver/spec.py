@@ -28,7 +28,7 @@ class TrainingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(6, ge=1, le=1000)
+    epochs: int = Field(5, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=8192)
     lr: float = Field(0.1, gt=0, le=100, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -63,7 +63,7 @@ class SearchSpec(BaseModel):
     constraints: dict[str, float] = Field(default_factory=dict)
     algorithm: str = "nsga2"
     population: int = Field(12, ge=2, le=100_000)
-    evaluations: int = Field(48, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
+    evaluations: int = Field(60, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     seed: int = Field(0, ge=0, lt=2**32)
