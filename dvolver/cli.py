@@ -21,7 +21,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-DB_HELP = "SQLite file or SQLAlchemy URL (default: $DVOLVER_DB, else ~/.dvolver/dvolver.db)"
+# Options several commands share.
+DB = typer.Option(None, envvar="DVOLVER_DB",
+                  help="SQLite file or SQLAlchemy URL (default: $DVOLVER_DB, else ~/.dvolver/dvolver.db)")
+WORKERS = typer.Option(2, help="parallel evaluations on a local Ray")
+RAY_ADDRESS = typer.Option(None, envvar="RAY_ADDRESS", help="join an existing Ray cluster")
+EXECUTOR = typer.Option("auto", help="auto (Ray; inline for table look-ups), ray or inline")
+PLOT = typer.Option(None, help="where to write the front plot [dvolver_front_<id>.png]")
 
 
 def _fail(message: str) -> None:
@@ -29,8 +35,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _spec_dict(**flags: Any) -> dict[str, Any]:
-    spec_file = flags.pop("spec_file")
+# Where each `dvolver search` flag goes in a SearchSpec.
+FLAG_FIELDS: dict[str, tuple[str, ...]] = {
+    "name": ("name",), "space": ("space",), "dataset": ("dataset",), "algorithm": ("algorithm",),
+    "population": ("population",), "evaluations": ("evaluations",), "seed": ("seed",),
+    "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"), "lr": ("training", "lr"),
+    "train_limit": ("training", "train_limit"),
+    "cpus_per_eval": ("resources", "cpus_per_eval"), "gpus_per_eval": ("resources", "gpus_per_eval"),
+    "max_flops": ("constraints", "max_flops"), "max_macs": ("constraints", "max_macs"),
+    "max_params": ("constraints", "max_params"), "max_latency_ms": ("constraints", "max_latency_ms"),
+    "min_acc": ("constraints", "min_acc"),
+    "table": ("space_options", "table"), "cells": ("space_options", "cells_per_stage"),
+    "filters": ("space_options", "filters"), "channels": ("space_options", "channels"),
+}
+
+
+def _spec_dict(spec_file: Path | None, objectives: str | None, **flags: Any) -> dict[str, Any]:
+    """The spec file's fields, overridden by the flags given on the command line."""
     values: dict[str, Any] = {}
     if spec_file is not None:
         try:
@@ -39,31 +60,14 @@ def _spec_dict(**flags: Any) -> dict[str, Any]:
             _fail(f"cannot read spec file {spec_file}: {exc}")
         if not isinstance(values, dict):
             _fail(f"spec file {spec_file} must hold a JSON object")
-    objectives = flags.pop("objectives")
     if objectives is not None:
         values["objectives"] = [o.strip() for o in objectives.split(",") if o.strip()]
-    for name in ("name", "space", "dataset", "algorithm", "population", "evaluations", "seed"):
-        if flags[name] is not None:
-            values[name] = flags[name]
-    training = values.setdefault("training", {})
-    for flag, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
-                        ("train_limit", "train_limit")):
+    for flag, path in FLAG_FIELDS.items():
         if flags[flag] is not None:
-            training[field] = flags[flag]
-    resources = values.setdefault("resources", {})
-    if flags["gpus_per_eval"] is not None:
-        resources["gpus_per_eval"] = flags["gpus_per_eval"]
-    if flags["cpus_per_eval"] is not None:
-        resources["cpus_per_eval"] = flags["cpus_per_eval"]
-    constraints = values.setdefault("constraints", {})
-    for name in ("max_flops", "max_macs", "max_params", "max_latency_ms", "min_acc"):
-        if flags[name] is not None:
-            constraints[name] = flags[name]
-    options = values.setdefault("space_options", {})
-    for flag, field in (("table", "table"), ("cells", "cells_per_stage"), ("filters", "filters"),
-                        ("channels", "channels")):
-        if flags[flag] is not None:
-            options[field] = flags[flag]
+            target = values
+            for part in path[:-1]:
+                target = target.setdefault(part, {})
+            target[path[-1]] = flags[flag]
     return values
 
 
@@ -107,11 +111,11 @@ def search(
     spec_file: Path = typer.Option(None, "--spec", help="a JSON SearchSpec; flags override its fields"),
     cpus_per_eval: int = typer.Option(None, help="CPU cores (and torch threads) per evaluation [1]"),
     gpus_per_eval: float = typer.Option(None, help="GPUs per evaluation, fractions allowed [0]"),
-    workers: int = typer.Option(2, help="parallel evaluations on a local Ray"),
-    ray_address: str = typer.Option(None, envvar="RAY_ADDRESS", help="join an existing Ray cluster"),
-    executor: str = typer.Option("auto", help="auto (Ray; inline for table look-ups), ray or inline"),
-    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
-    plot: Path = typer.Option(None, help="where to write the front plot [dvolver_front_<id>.png]"),
+    workers: int = WORKERS,
+    ray_address: str = RAY_ADDRESS,
+    executor: str = EXECUTOR,
+    db: str = DB,
+    plot: Path = PLOT,
 ) -> None:
     """Run a search to its budget, then print its Pareto front and write a plot of it."""
     from .api import run_search
@@ -141,11 +145,11 @@ def search(
 @app.command()
 def resume(
     search_id: int = typer.Argument(..., help="the search to continue"),
-    workers: int = typer.Option(2, help="parallel evaluations on a local Ray"),
-    ray_address: str = typer.Option(None, envvar="RAY_ADDRESS", help="join an existing Ray cluster"),
-    executor: str = typer.Option("auto", help="auto, ray or inline"),
-    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
-    plot: Path = typer.Option(None, help="where to write the front plot [dvolver_front_<id>.png]"),
+    workers: int = WORKERS,
+    ray_address: str = RAY_ADDRESS,
+    executor: str = EXECUTOR,
+    db: str = DB,
+    plot: Path = PLOT,
 ) -> None:
     """Continue an interrupted search; finished evaluations are reused, never retrained."""
     from .api import resume_search
@@ -273,7 +277,7 @@ def _print_front(res: Any, fmt: str) -> None:
 def front(
     search_id: int = typer.Argument(..., help="the search"),
     format: str = typer.Option("table", "--format", "-f", help="table, json or csv"),
-    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+    db: str = DB,
     plot: Path = typer.Option(None, help="also write the front plot here"),
 ) -> None:
     """Print a search's Pareto front."""
@@ -288,7 +292,7 @@ def front(
 @app.command("list")
 def list_searches(
     status: str = typer.Option(None, help="only searches with this status"),
-    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+    db: str = DB,
 ) -> None:
     """List the searches in the store."""
     from .store import Store
@@ -311,7 +315,7 @@ def list_searches(
 @app.command()
 def show(
     search_id: int = typer.Argument(..., help="the search"),
-    db: str = typer.Option(None, envvar="DVOLVER_DB", help=DB_HELP),
+    db: str = DB,
 ) -> None:
     """Show a search: its spec, status, progress and timings."""
     from .store import Store
