@@ -301,7 +301,7 @@ def list_searches(
         store = Store(db)
     except DvolverError as exc:
         _fail(str(exc))
-    table = Table(title=f"searches in {store.url}")
+    table = Table(title=f"searches in {store.display_url}")
     for column in ("id", "name", "status", "space", "objectives", "evaluations", "front", "created"):
         table.add_column(column)
     for s in store.list_searches(status):

@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -149,8 +150,15 @@ class Store:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
         except (SQLAlchemyError, ImportError) as exc:
-            raise StoreError(f"cannot open the store at {self.url}: {exc}") from None
+            shown = make_url(self.url).render_as_string(hide_password=True) if "://" in self.url else self.url
+            reason = str(exc).strip().splitlines()[0]  # drivers add hints and links on further lines
+            raise StoreError(f"cannot open the store at {shown}: {reason}") from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for printing."""
+        return self.engine.url.render_as_string(hide_password=True)
 
     def create_search(self, spec: dict[str, Any], versions: dict[str, Any], status: str = "queued") -> int:
         with self._session.begin() as s:

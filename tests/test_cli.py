@@ -132,3 +132,11 @@ def test_unreachable_ray_cluster_fails_fast_and_writes_nothing(tmp_path):
     assert out.returncode == 2
     assert "cannot start the Ray cluster at 127.0.0.1:1" in out.stderr
     assert time.time() - start < 60 and not db.exists()
+
+
+def test_an_unreachable_database_is_one_line_without_its_password():
+    out = dvolver("list", "--db", "postgresql+psycopg://dv:hunter2@127.0.0.1:1/dvolver")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open the store at postgresql+psycopg://dv:***@")
+    assert "hunter2" not in out.stderr + out.stdout
