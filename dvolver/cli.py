@@ -97,7 +97,7 @@ def search(
     epochs: int = typer.Option(None, help="proxy training epochs per candidate [5]"),
     batch_size: int = typer.Option(None, help="training batch size [128]"),
     lr: float = typer.Option(None, help="peak learning rate [0.1]"),
-    train_limit: int = typer.Option(None, help="train on the first N training images only"),
+    train_limit: int = typer.Option(None, help="train on a fixed random N of the training images"),
     seed: int = typer.Option(None, help="the same spec and seed give the same front [0]"),
     cells: int = typer.Option(None, help="cells per stage (N)"),
     filters: int = typer.Option(None, help="nasnet: initial filters (F)"),

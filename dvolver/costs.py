@@ -10,16 +10,12 @@ it; adaptive pooling, which only adds): those stay out of MACs and are recorded 
 
 from __future__ import annotations
 
-import logging
 import statistics
 import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
-
 
 # fvcore's names (by_operator) of the ops that are multiply-accumulates
 MAC_OPS = frozenset({"conv", "linear", "addmm", "bmm", "einsum", "matmul", "mm"})

@@ -148,6 +148,8 @@ class _Run:
                 self.stopped = (f"{STALL_LIMIT} generations in a row brought nothing to evaluate: every new "
                                 "candidate broke a cheap constraint; loosen the constraints")
                 break
+        if self.stopped:
+            log.warning("search %s stopped before its budget: %s", self.search_id, self.stopped)
         self._snapshot(final=True)
 
     def _generation(self, genomes: list[Genome]) -> None:

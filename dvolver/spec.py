@@ -39,7 +39,7 @@ class TrainingSpec(BaseModel):
         "auto", description="auto: random crop + flip for images 32x32 and larger, nothing for smaller"
     )
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for CPU training")
-    train_limit: int | None = Field(None, ge=10, description="train on the first N training images only")
+    train_limit: int | None = Field(None, ge=10, description="train on a fixed random N of the training images")
     latency_repeats: int = Field(30, ge=1, le=10000)
 
 
