@@ -160,9 +160,10 @@ class _Run:
         """
         spec = self.spec
         submit: list[tuple[str, Genome, dict[str, Any]]] = []
+        submitted: set[str] = set()
         for genome in genomes:
             key = self.key(genome)
-            if key in self.results or any(key == k for k, _, _ in submit):
+            if key in self.results or key in submitted:
                 continue
             if key in self.known:
                 self._accept(self.known[key], reused=True)
@@ -176,6 +177,7 @@ class _Run:
                 continue
             self.store.record(self.search_id, key, genome, "pending", cheap_values, cheap)
             submit.append((key, genome, cheap))
+            submitted.add(key)
         if submit:
             self._evaluate(submit)
 

@@ -3,7 +3,7 @@ import pytest
 
 from dvolver import SearchSpec, resume_search, run_search
 from dvolver.api import versions
-from dvolver.engine import EvaluationsFailed, _Run
+from dvolver.engine import EvaluationsFailed, _Run, run
 from dvolver.errors import DvolverError
 from dvolver.executors import InlineExecutor
 from dvolver.store import Store
@@ -65,8 +65,6 @@ def test_cheap_constraints_reject_before_training(db):
     spec = SearchSpec.from_dict(TINY | {"constraints": {"max_flops": bound}})
     store = Store(db)
     search_id = store.create_search(spec.model_dump(mode="json"), versions())
-    from dvolver.engine import run
-
     result = run(store, search_id, executor)
     rejected = [c for c in result.candidates if c.status == "infeasible"]
     assert rejected, "the bound should reject some candidates"
@@ -93,8 +91,6 @@ def test_a_failing_evaluation_is_recorded_and_the_search_goes_on(db):
     store = Store(db)
     spec = SearchSpec.from_dict(TINY | {"evaluations": 9})
     search_id = store.create_search(spec.model_dump(mode="json"), versions())
-    from dvolver.engine import run
-
     result = run(store, search_id, FlakyExecutor())
     assert result.status == "finished" and result.stats["evaluations"] == 9
     failed = [c for c in result.candidates if c.status == "failed"]
@@ -158,8 +154,6 @@ def test_interrupted_search_resumes_without_retraining(db):
     assert len(done_before) == 4
 
     executor = CountingExecutor()
-    from dvolver.engine import run
-
     resumed = run(store, search.id, executor)
     retrained = {genome_key("nasnet", g) for g in executor.submitted}
     assert not retrained & set(done_before)
