@@ -23,7 +23,7 @@ from search_spaces import Genome, genome_key
 from . import data
 from .algorithms import make_algorithm
 from .errors import DvolverError
-from .evaluation import candidate_seed, cheap_metrics, evaluate
+from .evaluation import WEIGHTS, candidate_seed, cheap_metrics, evaluate
 from .executors import Executor
 from .objectives import OBJECTIVES, violation
 from .pareto import dominates, hypervolume, non_dominated, normalise
@@ -39,6 +39,14 @@ STALL_LIMIT = 20  # generations in a row with nothing to evaluate: the constrain
 
 class EvaluationsFailed(DvolverError):
     """Every evaluation of a search failed."""
+
+
+class Stopped(Exception):
+    """The caller asked the loop to stop (a cancel, a lost lease, a shutdown); `reason` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -87,9 +95,11 @@ class _Run:
     """One pass of the loop over a search; holds nothing the store does not also hold."""
 
     def __init__(self, store: Store, search_id: int, executor: Executor,
-                 on_progress: Callable[[Progress], None] | None) -> None:
+                 on_progress: Callable[[Progress], None] | None,
+                 should_stop: Callable[[], str | None] | None = None) -> None:
         self.store, self.search_id, self.executor = store, search_id, executor
         self.on_progress = on_progress or (lambda p: None)
+        self.should_stop = should_stop or (lambda: None)
         search = store.get_search(search_id)
         self.spec = SearchSpec.from_stored(search.spec)
         if search.versions.get("key_scheme") != search_spaces.KEY_SCHEME:
@@ -132,6 +142,7 @@ class _Run:
                                    spec.seed)
         idle = 0
         while self.progress.evaluations < spec.evaluations:
+            self._check_stop()
             genomes = algorithm.ask()
             if not genomes:
                 self.stopped = "the algorithm found no new candidate: the space is exhausted"
@@ -181,6 +192,11 @@ class _Run:
         if submit:
             self._evaluate(submit)
 
+    def _check_stop(self) -> None:
+        reason = self.should_stop()
+        if reason:
+            raise Stopped(reason)
+
     def _check_not_all_failed(self) -> None:
         """A search whose every evaluation fails is broken (bad data, bad settings): say so early."""
         p = self.progress
@@ -197,14 +213,16 @@ class _Run:
             handle = self.executor.submit(evaluate, genome, self.spec, candidate_seed(self.spec.seed, key))
             handles[handle] = (key, genome, cheap)
         try:
-            for handle, outcome in self.executor.as_completed(list(handles)):
+            for handle, outcome in self.executor.as_completed(list(handles), tick=self._check_stop):
                 key, genome, cheap = handles.pop(handle)
                 self.busy[outcome.worker] = self.busy.get(outcome.worker, 0.0) + outcome.seconds
-                metrics = cheap | (outcome.value or {})
+                value = dict(outcome.value or {})
+                weights = value.pop(WEIGHTS, None)
+                metrics = cheap | value
                 values = {k: float(v) for k, v in metrics.items() if k in OBJECTIVES}
                 status = "failed" if outcome.error else "finished"
                 record = self.store.record(self.search_id, key, genome, status, values, metrics, outcome.error,
-                                           outcome.worker, outcome.seconds)
+                                           outcome.worker, outcome.seconds, weights)
                 self._accept(record)
         finally:
             self.executor.cancel(handles)
@@ -222,17 +240,21 @@ class _Run:
                 p.reused += 1
             else:
                 p.trained += 1
-        self._update_front(record)
+        if self._update_front(record) and not reused:
+            self.store.append_event(self.search_id, "front", {"front": [c.id for c in self.front],
+                                                              "evaluations": p.evaluations})
         p.front_size = len(self.front)
         self.on_progress(p)
 
-    def _update_front(self, record: Candidate) -> None:
+    def _update_front(self, record: Candidate) -> bool:
+        """Adds the record to the front if nothing there dominates it; True when the front changed."""
         if not feasible(record, self.spec):
-            return
+            return False
         point = minimised(record, self.spec.objectives)
         if any(dominates(minimised(c, self.spec.objectives), point) for c in self.front):
-            return
+            return False
         self.front = [c for c in self.front if not dominates(point, minimised(c, self.spec.objectives))] + [record]
+        return True
 
     def _answers(self, genomes: list[Genome]) -> tuple[np.ndarray, np.ndarray]:
         F, G = [], []
@@ -276,6 +298,8 @@ class _Run:
         capacity = wall * max(1, self.executor.slots)
         return {
             "data_fingerprint": self.fingerprint,
+            "input_shape": self.input_shape,
+            "num_classes": self.num_classes,
             "stopped_early": self.stopped,
             "evaluations": p.evaluations,
             "budget": p.budget,
@@ -295,13 +319,21 @@ class _Run:
 
 
 def run(store: Store, search_id: int, executor: Executor,
-        on_progress: Callable[[Progress], None] | None = None) -> SearchResult:
-    """Runs (or resumes) a search to its budget; every result is in the store as it arrives."""
-    loop = _Run(store, search_id, executor, on_progress)
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], str | None] | None = None) -> SearchResult:
+    """Runs (or resumes) a search to its budget; every result is in the store as it arrives.
+
+    `should_stop` is asked between results; when it returns a reason the loop raises `Stopped`
+    with it, leaving the search's status to the caller.
+    """
+    loop = _Run(store, search_id, executor, on_progress, should_stop)
     store.set_status(search_id, "running")
     started = time.perf_counter()
     try:
         loop.run()
+    except Stopped:
+        store.update_stats(search_id, loop.stats())
+        raise
     except KeyboardInterrupt:
         store.update_stats(search_id, loop.stats())
         store.set_status(search_id, "interrupted")

@@ -19,3 +19,7 @@ class NotFoundError(DvolverError):
 
 class StoreError(DvolverError):
     """The database cannot be opened or written."""
+
+
+class ConflictError(DvolverError):
+    """The request does not fit the current state (cancelling a finished search, a taken name)."""

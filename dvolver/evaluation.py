@@ -7,6 +7,7 @@ it on any node that can read the dataset.
 from __future__ import annotations
 
 import hashlib
+import io
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +19,8 @@ from search_spaces import Genome
 from . import costs, data
 from .spec import SearchSpec
 from .training import train
+
+WEIGHTS = "weights"  # the key of the trained state_dict (torch.save bytes) in evaluate's result
 
 
 def candidate_seed(search_seed: int, key: str) -> int:
@@ -64,8 +67,13 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int) -> dict[str, Any]:
             "device": str(device),
             "dataset_fingerprint": dataset.fingerprint,
         }
+        model = model.cpu()
         if needs_latency(spec):
-            metrics["latency"] = costs.latency_ms(model.cpu(), dataset.input_shape, spec.training.latency_repeats)
+            metrics["latency"] = costs.latency_ms(model, dataset.input_shape, spec.training.latency_repeats)
+        if spec.training.keep_weights:
+            buffer = io.BytesIO()
+            torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, buffer)
+            metrics[WEIGHTS] = buffer.getvalue()
     return metrics
 
 

@@ -45,7 +45,8 @@ class Executor(Protocol):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
-    def as_completed(self, handles: Iterable[Any]) -> Iterator[tuple[Any, Outcome]]: ...
+    def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
+                     ) -> Iterator[tuple[Any, Outcome]]: ...
 
     def cancel(self, handles: Iterable[Any]) -> None: ...
 
@@ -65,8 +66,11 @@ class InlineExecutor:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return _Call(fn, args)
 
-    def as_completed(self, handles: Iterable[Any]) -> Iterator[tuple[Any, Outcome]]:
+    def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
+                     ) -> Iterator[tuple[Any, Outcome]]:
         for handle in handles:
+            if tick:
+                tick()
             yield handle, timed_call(handle.fn, *handle.args)
 
     def cancel(self, handles: Iterable[Any]) -> None:
@@ -121,10 +125,14 @@ class RayExecutor:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._remote.remote(fn, *args)
 
-    def as_completed(self, handles: Iterable[Any]) -> Iterator[tuple[Any, Outcome]]:
+    def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
+                     ) -> Iterator[tuple[Any, Outcome]]:
+        """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
         pending = list(handles)
         while pending:
-            done, pending = self._ray.wait(pending, num_returns=1)
+            if tick:
+                tick()
+            done, pending = self._ray.wait(pending, num_returns=1, timeout=1.0 if tick else None)
             for ref in done:
                 try:
                     yield ref, self._ray.get(ref)

@@ -41,6 +41,7 @@ class TrainingSpec(BaseModel):
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for CPU training")
     train_limit: int | None = Field(None, ge=10, description="train on a fixed random N of the training images")
     latency_repeats: int = Field(30, ge=1, le=10000)
+    keep_weights: bool = Field(True, description="store each trained network's weights, so that it can be exported")
 
 
 class ResourcesSpec(BaseModel):

@@ -7,37 +7,51 @@ committed, with its journal event, in one transaction as soon as it arrives.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
+    func,
+    inspect,
     make_url,
+    or_,
     select,
+    text,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .errors import NotFoundError, StoreError
+from .errors import ConflictError, NotFoundError, StoreError
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
-# Searches are queued, running, interrupted, finished or failed. A candidate is pending while a
-# worker has it; its other statuses are final.
+# Searches are queued, running, interrupted, cancelled, finished or failed; only queued and running
+# ones may still change by themselves. A candidate is pending while a worker has it; its other
+# statuses are final.
 FINAL_STATUSES = ("finished", "failed", "infeasible")
+ACTIVE_SEARCH_STATUSES = ("queued", "running")
+RESUMABLE_STATUSES = ("interrupted", "failed", "cancelled")
+TOKEN_PREFIX = "dvt_"
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -69,6 +83,12 @@ class SearchRow(Base):
     versions: Mapped[dict[str, Any]] = mapped_column(JSON)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(200), index=True)
+    # The runner process that holds the search, and until when: a runner that stops renewing its
+    # lease has died, and another may take the search over.
+    runner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested: Mapped[bool | None] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -90,6 +110,27 @@ class CandidateRow(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WeightsRow(Base):
+    """A finished candidate's trained state_dict (torch.save bytes), what exports are made from."""
+
+    __tablename__ = "weights"
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TokenRow(Base):
+    """An API token; only its SHA-256 is kept, so a leaked database leaks no token."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class EventRow(Base):
@@ -115,6 +156,9 @@ class Search:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    owner: str | None = None
+    runner: str | None = None
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,7 +177,13 @@ class Candidate:
 
 def _search(row: SearchRow) -> Search:
     return Search(row.id, row.name, row.status, row.seed, row.spec, row.versions, dict(row.stats or {}), row.error,
-                  row.created_at, row.started_at, row.finished_at)
+                  _utc(row.created_at), _utc(row.started_at), _utc(row.finished_at), row.owner, row.runner,
+                  bool(row.cancel_requested))
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 def _candidate(row: CandidateRow) -> Candidate:
@@ -149,6 +199,7 @@ class Store:
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except (SQLAlchemyError, ImportError) as exc:
             shown = make_url(self.url).render_as_string(hide_password=True) if "://" in self.url else self.url
             reason = str(exc).strip().splitlines()[0]  # drivers add hints and links on further lines
@@ -160,10 +211,11 @@ class Store:
         """The URL without its password, for printing."""
         return self.engine.url.render_as_string(hide_password=True)
 
-    def create_search(self, spec: dict[str, Any], versions: dict[str, Any], status: str = "queued") -> int:
+    def create_search(self, spec: dict[str, Any], versions: dict[str, Any], status: str = "queued",
+                      owner: str | None = None) -> int:
         with self._session.begin() as s:
             row = SearchRow(name=spec.get("name"), status=status, seed=int(spec.get("seed", 0)), spec=spec,
-                            versions=versions, stats={})
+                            versions=versions, stats={}, owner=owner, cancel_requested=False)
             s.add(row)
             s.flush()
             s.add(EventRow(search_id=row.id, kind="status", payload={"status": status}))
@@ -173,29 +225,107 @@ class Store:
         with self._session() as s:
             row = s.get(SearchRow, search_id)
             if row is None:
-                raise NotFoundError(f"no search {search_id} in {self.url}; `dvolver list` shows the searches there")
+                raise NotFoundError(f"no search {search_id} in {self.display_url}; `dvolver list` shows the searches "
+                                    "there")
             return _search(row)
 
-    def list_searches(self, status: str | None = None) -> list[Search]:
+    def list_searches(self, status: str | None = None, owner: str | None = None, limit: int | None = None,
+                      offset: int = 0, newest_first: bool = False) -> list[Search]:
         with self._session() as s:
-            query = select(SearchRow).order_by(SearchRow.id)
-            if status:
-                query = query.where(SearchRow.status == status)
+            order = SearchRow.id.desc() if newest_first else SearchRow.id
+            query = _search_filter(select(SearchRow), status, owner).order_by(order).offset(offset).limit(limit)
             return [_search(r) for r in s.scalars(query)]
+
+    def count_searches(self, status: str | tuple[str, ...] | None = None, owner: str | None = None) -> int:
+        with self._session() as s:
+            return int(s.scalar(_search_filter(select(func.count(SearchRow.id)), status, owner)) or 0)
 
     def set_status(self, search_id: int, status: str, error: str | None = None) -> None:
         with self._session.begin() as s:
             row = s.get(SearchRow, search_id)
             if row is None:
                 raise NotFoundError(f"no search {search_id}")
-            row.status = status
-            row.error = error
-            if status == "running":
-                row.started_at = row.started_at or _now()
-                row.finished_at = None
-            elif status in ("finished", "failed", "interrupted"):
-                row.finished_at = _now()
-            s.add(EventRow(search_id=search_id, kind="status", payload={"status": status, "error": error}))
+            _set_status(s, row, status, error)
+
+    # Runners. Every change below is one conditional UPDATE, so runners sharing a database never
+    # both take a search: the database decides who got it.
+
+    def claim_search(self, runner: str, lease_seconds: float) -> Search | None:
+        """Takes the oldest queued search, or a running one whose runner's lease has run out (or that
+        this same runner held before it restarted); None when there is nothing to take."""
+        now = _now()
+        takeable = or_(SearchRow.status == "queued",
+                       (SearchRow.status == "running") & SearchRow.runner.is_not(None)
+                       & ((SearchRow.lease_until < now) | (SearchRow.runner == runner)))
+        with self._session.begin() as s:
+            for search_id in s.scalars(select(SearchRow.id).where(takeable).order_by(SearchRow.id).limit(20)):
+                taken = s.execute(update(SearchRow).where(SearchRow.id == search_id, takeable).values(
+                    status="running", runner=runner, lease_until=now + timedelta(seconds=lease_seconds)))
+                if taken.rowcount == 1:
+                    row = s.get(SearchRow, search_id)
+                    assert row is not None
+                    s.add(EventRow(search_id=search_id, kind="claimed", payload={"runner": runner}))
+                    return _search(row)
+        return None
+
+    def renew_lease(self, search_id: int, runner: str, lease_seconds: float) -> bool:
+        """False when the search is no longer this runner's (taken over, deleted, or stopped)."""
+        with self._session.begin() as s:
+            renewed = s.execute(update(SearchRow).where(
+                SearchRow.id == search_id, SearchRow.runner == runner, SearchRow.status == "running",
+            ).values(lease_until=_now() + timedelta(seconds=lease_seconds)))
+            return renewed.rowcount == 1
+
+    def request_cancel(self, search_id: int) -> Search:
+        """A queued search is cancelled at once; a running one when its runner next looks."""
+        with self._session.begin() as s:
+            row = s.get(SearchRow, search_id)
+            if row is None:
+                raise NotFoundError(f"no search {search_id}")
+            if row.status == "queued":
+                _set_status(s, row, "cancelled")
+            elif row.status == "running":
+                row.cancel_requested = True
+                s.add(EventRow(search_id=search_id, kind="cancel_requested", payload={}))
+            else:
+                raise ConflictError(f"search {search_id} is {row.status}: only queued or running searches can be "
+                                    "cancelled")
+            s.flush()
+            return _search(row)
+
+    def requeue(self, search_id: int) -> Search:
+        """Puts a stopped search back in the queue; a runner resumes it from its journal."""
+        with self._session.begin() as s:
+            row = s.get(SearchRow, search_id)
+            if row is None:
+                raise NotFoundError(f"no search {search_id}")
+            if row.status not in RESUMABLE_STATUSES:
+                raise ConflictError(f"search {search_id} is {row.status}: only {', '.join(RESUMABLE_STATUSES)} "
+                                    "searches can be resumed")
+            _set_status(s, row, "queued")
+            s.flush()
+            return _search(row)
+
+    def release(self, search_id: int, runner: str) -> None:
+        """A runner that shuts down hands its search back to the queue for another to resume."""
+        with self._session.begin() as s:
+            row = s.get(SearchRow, search_id)
+            if row is not None and row.runner == runner and row.status == "running":
+                _set_status(s, row, "queued")
+
+    def delete_search(self, search_id: int) -> None:
+        with self._session.begin() as s:
+            row = s.get(SearchRow, search_id)
+            if row is None:
+                raise NotFoundError(f"no search {search_id}")
+            if row.status == "running":
+                raise ConflictError(f"search {search_id} is running: cancel it first")
+            candidate_ids = select(CandidateRow.id).where(CandidateRow.search_id == search_id)
+            # Explicit deletes: SQLite only cascades with foreign keys on, which other tools may not set.
+            s.execute(delete(WeightsRow).where(WeightsRow.candidate_id.in_(candidate_ids)))
+            s.execute(delete(CandidateRow).where(CandidateRow.search_id == search_id))
+            s.execute(delete(EventRow).where(EventRow.search_id == search_id))
+            s.delete(row)
 
     def update_stats(self, search_id: int, stats: dict[str, Any]) -> None:
         with self._session.begin() as s:
@@ -210,8 +340,10 @@ class Store:
 
     def record(self, search_id: int, key: str, genome: tuple[int, ...], status: str,
                objectives: dict[str, float] | None = None, metrics: dict[str, Any] | None = None,
-               error: str | None = None, worker: str | None = None, seconds: float | None = None) -> Candidate:
-        """Insert or update the candidate `key` of a search, with its journal event, atomically.
+               error: str | None = None, worker: str | None = None, seconds: float | None = None,
+               weights: bytes | None = None) -> Candidate:
+        """Insert or update the candidate `key` of a search, with its journal event and trained
+        weights, atomically.
 
         Idempotent: recording the same final result twice leaves one row.
         """
@@ -229,6 +361,8 @@ class Store:
             if status != "pending":
                 row.finished_at = _now()
             s.flush()
+            if weights is not None:
+                s.merge(WeightsRow(candidate_id=row.id, data=weights))
             s.add(EventRow(search_id=search_id, kind="candidate",
                            payload={"candidate": row.id, "key": key, "status": status, "objectives": row.objectives}))
             return _candidate(row)
@@ -240,11 +374,101 @@ class Store:
                 query = query.where(CandidateRow.status.in_(statuses))
             return [_candidate(r) for r in s.scalars(query)]
 
-    def events(self, search_id: int, after: int = 0) -> list[dict[str, Any]]:
+    def candidate(self, search_id: int, candidate_id: int) -> Candidate:
         with self._session() as s:
-            query = select(EventRow).where(EventRow.search_id == search_id, EventRow.id > after).order_by(EventRow.id)
-            return [{"id": e.id, "kind": e.kind, "payload": e.payload, "at": e.at.isoformat()}
+            row = s.get(CandidateRow, candidate_id)
+            if row is None or row.search_id != search_id:
+                raise NotFoundError(f"search {search_id} has no candidate {candidate_id}")
+            return _candidate(row)
+
+    def candidate_counts(self, search_id: int) -> tuple[int, int]:
+        """(all rows, final rows): final rows never change, so the pair changes whenever the
+        candidates do; readers use it to know when a cached view is stale."""
+        with self._session() as s:
+            total, final = s.execute(select(
+                func.count(CandidateRow.id),
+                func.count(CandidateRow.id).filter(CandidateRow.status.in_(FINAL_STATUSES)),
+            ).where(CandidateRow.search_id == search_id)).one()
+            return int(total), int(final)
+
+    def weights(self, candidate_id: int) -> bytes | None:
+        with self._session() as s:
+            row = s.get(WeightsRow, candidate_id)
+            return None if row is None else bytes(row.data)
+
+    def events(self, search_id: int, after: int = 0, kinds: tuple[str, ...] | None = None,
+               limit: int | None = None) -> list[dict[str, Any]]:
+        with self._session() as s:
+            query = select(EventRow).where(EventRow.search_id == search_id, EventRow.id > after)
+            if kinds:
+                query = query.where(EventRow.kind.in_(kinds))
+            query = query.order_by(EventRow.id).limit(limit)
+            return [{"id": e.id, "kind": e.kind, "payload": e.payload, "at": _utc(e.at).isoformat()}
                     for e in s.scalars(query)]
+
+    # Tokens.
+
+    def create_token(self, name: str, owner: str | None = None) -> str:
+        """A new token for `owner` (default: the name); the token itself is shown once, never stored."""
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._session.begin() as s:
+            if s.scalar(select(TokenRow.id).where(TokenRow.name == name)) is not None:
+                raise ConflictError(f"a token named {name!r} exists; pick another name or revoke it first")
+            s.add(TokenRow(name=name, owner=owner or name, digest=_digest(token)))
+        return token
+
+    def token_owner(self, token: str) -> str | None:
+        with self._session() as s:
+            return s.scalar(select(TokenRow.owner).where(TokenRow.digest == _digest(token)))
+
+    def tokens(self) -> list[dict[str, Any]]:
+        with self._session() as s:
+            return [{"name": t.name, "owner": t.owner, "created_at": _utc(t.created_at)}
+                    for t in s.scalars(select(TokenRow).order_by(TokenRow.id))]
+
+    def revoke_token(self, name: str) -> None:
+        with self._session.begin() as s:
+            if s.execute(delete(TokenRow).where(TokenRow.name == name)).rowcount == 0:
+                raise NotFoundError(f"no token named {name!r}; `dvolver token list` shows them")
+
+
+def _digest(token: str) -> str:
+    # Tokens are 256 random bits, so a plain hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _search_filter(query: Any, status: str | tuple[str, ...] | None, owner: str | None) -> Any:
+    if isinstance(status, str):
+        query = query.where(SearchRow.status == status)
+    elif status:
+        query = query.where(SearchRow.status.in_(status))
+    if owner is not None:
+        query = query.where(SearchRow.owner == owner)
+    return query
+
+
+def _set_status(s: Any, row: SearchRow, status: str, error: str | None = None) -> None:
+    row.status = status
+    row.error = error
+    if status == "running":
+        row.started_at = row.started_at or _now()
+        row.finished_at = None
+    else:
+        row.runner, row.lease_until, row.cancel_requested = None, None, False
+        row.finished_at = None if status == "queued" else _now()
+    s.add(EventRow(search_id=row.id, kind="status", payload={"status": status, "error": error}))
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Stores made by an older Dvolver lack the newer nullable columns: add them in place."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
