@@ -1,0 +1,191 @@
+"""A candidate network out as a file: its genotype, its weights, a torch.export program or ONNX.
+
+Every file that holds a model is loaded back the way its user would load it (torch.load,
+torch.export.load, onnxruntime) and must reproduce the eager model's outputs, so a broken export
+fails here rather than on the user's machine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import search_spaces
+
+from . import data
+from .errors import DvolverError
+from .jsonable import finite
+from .spec import SearchSpec
+from .store import Store
+
+FORMATS = ("genotype", "state_dict", "torch_export", "onnx")
+TOLERANCE = 1e-4  # max abs difference in logits between the file and the eager model
+_CHECK_BATCH = 2
+_SUFFIXES = {"state_dict": "pt", "torch_export": "pt2", "onnx": "onnx"}
+_METADATA_KEY = "dvolver.json"  # the genotype, embedded in .pt2 and .onnx files so they describe themselves
+
+log = logging.getLogger(__name__)
+
+
+class ExportError(DvolverError):
+    """A candidate cannot be exported in the format asked for."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    data: bytes
+    media_type: str
+    filename: str
+
+
+def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: bytes | None,
+           input_shape: tuple[int, int, int] | None, num_classes: int | None, name: str,
+           info: dict | None = None) -> Exported:
+    """Export one candidate. `weights` is its trained state_dict as `torch.save` bytes, or None."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose among {', '.join(FORMATS)}")
+    genome = tuple(int(g) for g in genome)
+    options = search_spaces.options_model(spec.space)(**spec.space_options).model_dump()
+    # A results table only scores genomes; building and describing never need it, and the file
+    # may be gone by the time a finished search is exported.
+    space = search_spaces.make_space(spec.space, {k: v for k, v in options.items() if k != "table"})
+    try:
+        space.codec().check(genome)
+    except ValueError as exc:
+        raise ExportError(f"genome does not belong to the {spec.space} space: {exc}") from None
+    genotype = _genotype_json(spec.space, options, genome, space.describe(genome), input_shape, num_classes, info)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "candidate"
+    if fmt == "genotype":
+        return Exported(genotype, "application/json", f"{stem}.json")
+    if weights is None:
+        raise ExportError("candidate has no trained weights (it failed, was infeasible, or came from a table "
+                          "look-up); only 'genotype' can be exported")
+
+    def fresh_model() -> nn.Module:
+        # Seeded and forked so that building (whose init is then overwritten) leaves the caller's RNG alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = space.build(genome, input_shape, num_classes)
+        load_weights(model, weights)
+        return model.eval()
+
+    model = fresh_model()
+    x = torch.randn(_CHECK_BATCH, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+    if fmt == "state_dict":
+        data, run = weights, lambda xb: fresh_model()(xb)
+    elif fmt == "torch_export":
+        data, run = _torch_export(model, x, genotype)
+    else:
+        data, run = _onnx(model, x, genotype)
+    with torch.no_grad():
+        _check(fmt, expected, run(x))
+    log.info("exported %s as %s (%d bytes)", name, fmt, len(data))
+    return Exported(data, "application/octet-stream", f"{stem}.{_SUFFIXES[fmt]}")
+
+
+def load_weights(model: nn.Module, weights: bytes) -> None:
+    """Load `torch.save(state_dict)` bytes into `model` on CPU; weights of another network raise ExportError.
+
+    Parameters keep the model's own memory format, so weights saved from a channels-last model
+    load into a contiguous one unchanged in value.
+    """
+    try:
+        state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for bytes that are not a state_dict
+        raise ExportError(f"the stored weights cannot be read as a state_dict: {exc}") from None
+    if not isinstance(state, Mapping):
+        raise ExportError(f"the stored weights are a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ExportError(f"the stored weights do not fit this architecture: {exc}") from None
+
+
+def _genotype_json(space: str, options: dict[str, Any], genome: tuple[int, ...], architecture: dict[str, Any],
+                   input_shape: tuple[int, int, int] | None, num_classes: int | None, info: dict | None) -> bytes:
+    doc = {
+        "format": "dvolver-genotype",
+        "format_version": 1,
+        "space": space,
+        "space_options": options,
+        "genome": list(genome),
+        "architecture": architecture,
+        "input_shape": list(input_shape) if input_shape else None,  # None: a table search trained nothing
+        "num_classes": num_classes,
+        "info": info or {},
+    }
+    return json.dumps(finite(doc), indent=2, allow_nan=False).encode()
+
+
+def _torch_export(model: nn.Module, x: torch.Tensor,
+                  genotype: bytes) -> tuple[bytes, Callable[[torch.Tensor], torch.Tensor]]:
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={_METADATA_KEY: genotype.decode()})
+    data = buffer.getvalue()
+    return data, torch.export.load(io.BytesIO(data)).module()
+
+
+def _onnx(model: nn.Module, x: torch.Tensor, genotype: bytes) -> tuple[bytes, Callable[[torch.Tensor], torch.Tensor]]:
+    try:
+        import onnx  # noqa: F401  (the exporter needs these three; import them to fail with our message)
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({exc.name} is missing): "
+                          "pip install 'dvolver[onnx]'") from None
+    # Noise a user cannot act on: a warning per torchvision op the exporter cannot register (these
+    # networks use none) and a deprecation inside torch's own pytree code.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    program = torch.onnx.export(model, (x,), dynamo=True, verbose=False, input_names=["input"],
+                                output_names=["logits"], dynamic_shapes=({0: "batch"},))
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = _METADATA_KEY, genotype.decode()
+    data = proto.SerializeToString()
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+    def run(xb: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(session.run(None, {"input": xb.numpy()})[0]))
+
+    return data, run
+
+
+def _check(fmt: str, expected: torch.Tensor, got: torch.Tensor) -> None:
+    if got.shape != expected.shape:
+        raise ExportError(f"the {fmt} export gives outputs of shape {tuple(got.shape)}, "
+                          f"the model {tuple(expected.shape)}")
+    # Equal infinities and NaN in both count as agreement; NaN in one only makes `worst` NaN and fails.
+    same = (got == expected) | (got.isnan() & expected.isnan())
+    worst = torch.where(same, 0.0, (got - expected).abs()).max().item()
+    if not worst <= TOLERANCE:
+        raise ExportError(f"the {fmt} export does not reproduce the model: max abs difference in outputs "
+                          f"{worst:.3g} > {TOLERANCE:g}")
+
+
+def export_candidate(store: Store, search_id: int, candidate_id: int, fmt: str) -> Exported:
+    """A stored candidate out as `fmt`, with the input shape and class count its search trained on."""
+    search = store.get_search(search_id)
+    spec = SearchSpec.from_stored(search.spec)
+    found = store.candidate(search_id, candidate_id)
+    shape, classes = search.stats.get("input_shape"), search.stats.get("num_classes")
+    if (shape is None or classes is None) and not spec.table_mode:  # searches stored before these stats
+        dataset = data.load(spec.dataset)
+        shape, classes = dataset.input_shape, dataset.num_classes
+    return export(spec, found.genome, fmt, weights=store.weights(candidate_id),
+                  input_shape=tuple(shape) if shape else None, num_classes=classes,
+                  name=f"search{search_id}-candidate{candidate_id}",
+                  info={"key": found.key, "objectives": found.objectives, "metrics": found.metrics})
