@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +117,20 @@ def search(
     executor: str = EXECUTOR,
     db: str = DB,
     plot: Path = PLOT,
+    server: str = typer.Option(None, envvar="DVOLVER_SERVER",
+                               help="submit to a Dvolver service at this URL and follow it, instead of running here"),
+    token: str = typer.Option(None, envvar="DVOLVER_TOKEN", help="the API token for --server"),
 ) -> None:
     """Run a search to its budget, then print its Pareto front and write a plot of it."""
     from .api import run_search
     from .spec import SearchSpec
 
     flags = dict(locals())
-    for key in ("workers", "ray_address", "executor", "db", "plot"):
+    for key in ("workers", "ray_address", "executor", "db", "plot", "server", "token"):
         flags.pop(key)
+    if server:
+        _search_on_server(server, token, _spec_dict(**flags))
+        return
     try:
         spec = SearchSpec.from_dict(_spec_dict(**flags))
     except DvolverError as exc:
@@ -140,6 +147,49 @@ def search(
 
     _run_with_progress(lambda: run_search(spec, db=db, executor=executor, workers=workers, ray_address=ray_address,
                                           on_progress=live, on_created=announce), live, created, db, plot)
+
+
+def _search_on_server(server: str, token: str | None, spec: dict[str, Any]) -> None:
+    """Submits the spec (the service validates it) and follows the search's events to its end."""
+    from types import SimpleNamespace
+
+    from .client import ServiceClient
+    from .spec import SearchSpec
+    from .store import Candidate
+
+    client = ServiceClient(server, token)
+    try:
+        submitted = client.submit(spec)
+    except DvolverError as exc:
+        _fail(str(exc))
+    search_id = submitted["id"]
+    err.print(f"search {search_id} queued on {client.url} (objectives {','.join(submitted['objectives'])}, "
+              f"{submitted['progress']['budget']} evaluations)", highlight=False)
+    live = _LiveProgress(submitted["progress"]["budget"])
+    live.bar.start()
+    shown = 0.0
+    try:
+        try:
+            for kind, _ in client.events(search_id):
+                if kind in ("candidate", "generation", "status", "end") and time.monotonic() - shown > 0.5:
+                    shown = time.monotonic()
+                    live(SimpleNamespace(**client.search(search_id)["progress"]))
+            detail, front_items = client.search(search_id), client.front(search_id)["items"]
+        finally:
+            live.bar.stop()
+    except KeyboardInterrupt:
+        err.print(f"\nstopped following; search {search_id} goes on at {client.url} "
+                  f"(cancel it with POST /searches/{search_id}/cancel)")
+        raise typer.Exit(130) from None
+    except DvolverError as exc:
+        _fail(str(exc))
+    if detail["status"] != "finished":
+        _fail(f"search {search_id} {detail['status']}" + (f": {detail['error']}" if detail.get("error") else ""))
+    front = [Candidate(c["id"], search_id, c["key"], tuple(c["genome"]), c["status"], c["objectives"], c["metrics"],
+                       c["error"], c["worker"], c["seconds"]) for c in front_items]
+    _print_front(SimpleNamespace(search_id=search_id, front=front, objectives=detail["objectives"],
+                                 spec=SearchSpec.from_stored(detail["spec"])), "table")
+    err.print(f"front of search {search_id}: {client.url}/#/searches/{search_id}", highlight=False)
 
 
 @app.command()
@@ -289,6 +339,27 @@ def front(
         _write_plot(res, plot)
 
 
+@app.command("export")
+def export_command(
+    search_id: int = typer.Argument(..., help="the search"),
+    candidate_id: int = typer.Argument(..., help="the candidate (an id from `dvolver front`)"),
+    format: str = typer.Option("genotype", "--format", "-f", help="genotype, state_dict, torch_export or onnx"),
+    output: Path = typer.Option(None, "--output", "-o", help="where to write it [search<S>-candidate<C>.<ext>]"),
+    db: str = DB,
+) -> None:
+    """Write a candidate out as a file; networks are loaded back and checked against the original."""
+    from .export import export_candidate
+    from .store import Store
+
+    try:
+        out = export_candidate(Store(db), search_id, candidate_id, format)
+    except DvolverError as exc:
+        _fail(str(exc))
+    path = output or Path(out.filename)
+    path.write_bytes(out.data)
+    err.print(f"{format} of candidate {candidate_id} written to {path} ({len(out.data)} bytes)", highlight=False)
+
+
 @app.command("list")
 def list_searches(
     status: str = typer.Option(None, help="only searches with this status"),
@@ -331,6 +402,134 @@ def show(
         "finished_at": s.finished_at and s.finished_at.isoformat(), "stats": stats, "spec": s.spec,
         "versions": s.versions,
     }))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="address to listen on; beyond loopback, reads need a token"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    db: str = DB,
+    runners: int = typer.Option(1, help="runner processes to start beside the API (0: run them elsewhere)"),
+    workers: int = WORKERS,
+    ray_address: str = RAY_ADDRESS,
+    open_reads: bool = typer.Option(None, "--open-reads/--closed-reads",
+                                    help="let requests without a token read [open on loopback, closed otherwise]"),
+    max_population: int = typer.Option(256, help="largest population a submitted search may ask for"),
+    max_evaluations: int = typer.Option(10_000, help="largest budget a submitted search may ask for"),
+    max_epochs: int = typer.Option(200, help="most training epochs a submitted search may ask for"),
+    max_concurrent: int = typer.Option(4, help="queued + running searches one owner may have"),
+) -> None:
+    """Serve the REST API and the dashboard, with runner processes that run the submitted searches."""
+    import subprocess
+
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    from .store import resolve_url
+
+    url = resolve_url(db)
+    settings = Settings(db=url, open_reads=Settings.default_open_reads(host) if open_reads is None else open_reads,
+                        max_population=max_population, max_evaluations=max_evaluations, max_epochs=max_epochs,
+                        max_concurrent=max_concurrent)
+    try:
+        application = create_app(settings)
+    except DvolverError as exc:
+        _fail(str(exc))
+    children = []
+    for i in range(runners):
+        # Named after this service, so that a restarted service takes its searches back at once.
+        command = [sys.executable, "-m", "dvolver", "runner", "--db", url, "--workers", str(workers),
+                   "--name", f"serve-{host}-{port}-{i}"]
+        children.append(subprocess.Popen(command + (["--ray-address", ray_address] if ray_address else [])))
+    err.print(f"Dvolver service on http://{host}:{port} (dashboard /, API docs /docs), store {settings.db}, "
+              f"{runners} runner(s), reads {'open' if settings.open_reads else 'need a token'}", highlight=False)
+    try:
+        uvicorn.run(application, host=host, port=port, log_level="warning")
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=60)
+
+
+@app.command()
+def runner(
+    db: str = DB,
+    name: str = typer.Option(None, help="this runner's name; a runner restarted under its old name takes its "
+                                        "searches back at once [host:pid]"),
+    lease: float = typer.Option(30.0, help="seconds without a heartbeat after which another runner may take over"),
+    workers: int = WORKERS,
+    ray_address: str = RAY_ADDRESS,
+    executor: str = EXECUTOR,
+    once: bool = typer.Option(False, help="exit when the queue is empty instead of waiting for more"),
+) -> None:
+    """Claim queued searches from the store and run them (what `dvolver serve` starts)."""
+    import logging
+    import signal
+
+    from service.runner import Runner
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        worker = Runner(db, name, lease, workers=workers, ray_address=ray_address, executor=executor)
+    except DvolverError as exc:
+        _fail(str(exc))
+    # A stopped runner hands its search back to the queue instead of abandoning it mid-lease.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.shutdown.set())
+    worker.serve(once=once)
+
+
+token_app = typer.Typer(no_args_is_help=True, help="API tokens for the service.")
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Argument(..., help="a name for the token (and its owner, unless --owner is given)"),
+    owner: str = typer.Option(None, help="who the searches made with this token belong to [NAME]"),
+    db: str = DB,
+) -> None:
+    """Create a token; it is printed once and only its hash is stored."""
+    from .store import Store
+
+    try:
+        token = Store(db).create_token(name, owner)
+    except DvolverError as exc:
+        _fail(str(exc))
+    err.print(f"token {name!r} for owner {owner or name!r} (shown once; keep it safe):", highlight=False)
+    sys.stdout.write(token + "\n")
+
+
+@token_app.command("list")
+def token_list(db: str = DB) -> None:
+    """List tokens (names and owners; the tokens themselves are not kept)."""
+    from .store import Store
+
+    try:
+        tokens = Store(db).tokens()
+    except DvolverError as exc:
+        _fail(str(exc))
+    table = Table(title="tokens")
+    for column in ("name", "owner", "created"):
+        table.add_column(column)
+    for t in tokens:
+        table.add_row(t["name"], t["owner"], t["created_at"].strftime("%Y-%m-%d %H:%M"))
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(name: str = typer.Argument(..., help="the token's name"), db: str = DB) -> None:
+    """Revoke a token: requests with it get 401 from then on."""
+    from .store import Store
+
+    try:
+        Store(db).revoke_token(name)
+    except DvolverError as exc:
+        _fail(str(exc))
+    err.print(f"token {name!r} revoked", highlight=False)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""The Dvolver service: FastAPI app (app.py), runner process (runner.py), dashboard (dashboard/)."""

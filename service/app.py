@@ -1,0 +1,89 @@
+"""`create_app(settings)`: the FastAPI service over a Dvolver store.
+
+The API never trains: it validates, stores and reads. Runner processes (service/runner.py) claim
+queued searches from the same store and run them.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dvolver.errors import ConflictError, DvolverError, NotFoundError, SpecError, StoreError
+from dvolver.store import Store
+
+from .routes import dashboard, events, health, results, searches
+from .settings import Settings
+from .views import Snapshots
+
+ERROR_STATUS: list[tuple[type[DvolverError], int]] = [
+    (NotFoundError, 404), (ConflictError, 409), (SpecError, 422), (StoreError, 503), (DvolverError, 400),
+]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    from importlib import metadata
+
+    app = FastAPI(title="Dvolver", version=metadata.version("dvolver"),
+                  description="Multi-objective neural architecture search as a service: submit searches, "
+                              "follow them live, read their Pareto fronts.")
+    app.state.settings = settings
+    app.state.store = Store(settings.db)
+    app.state.snapshots = Snapshots(app.state.store)
+    for module in (health, searches, results, events, dashboard):
+        app.include_router(module.router)
+    app.add_exception_handler(DvolverError, _dvolver_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _dvolver_error(request: Request, exc: Exception) -> JSONResponse:
+    status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+class BodyLimit:
+    """Refuses request bodies over `max_bytes` with 413, whether or not they declare their length."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body over this service's limit of {self.max_bytes} bytes"},
+                                status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+

@@ -1,0 +1,33 @@
+"""The dashboard: static files from service/dashboard/ and plotly's own bundled script (no CDN)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard"
+MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+def index() -> FileResponse:
+    return FileResponse(DASHBOARD / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/static/plotly.min.js")
+def plotly_js() -> FileResponse:
+    path = resources.files("plotly") / "package_data" / "plotly.min.js"
+    return FileResponse(str(path), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+
+@router.get("/static/{name}")
+def static(name: str) -> FileResponse:
+    path = (DASHBOARD / name).resolve()
+    if path.parent != DASHBOARD or not path.is_file() or path.suffix not in MEDIA:
+        raise HTTPException(404, f"no dashboard file {name!r}")
+    return FileResponse(path, media_type=MEDIA[path.suffix], headers={"Cache-Control": "no-cache"})

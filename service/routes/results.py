@@ -1,0 +1,142 @@
+"""A search's results: its front, its candidates, one candidate with its drawing and exports, the
+points to plot and the front's history."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+
+import search_spaces
+from dvolver.export import FORMATS, export_candidate
+from dvolver.objectives import OBJECTIVES
+
+from .. import views
+from ..auth import Caller, reader, visible_search
+from ..schemas import CandidateDetail, CandidateId, CandidatePage, FrontOut, HistoryOut, PointsOut, SearchId
+
+router = APIRouter(tags=["results"])
+
+CandidateStatus = Literal["pending", "finished", "failed", "infeasible"]
+ObjectiveName = Literal["acc", "flops", "macs", "params", "latency"]
+ExportFormat = Literal["genotype", "state_dict", "torch_export", "onnx"]
+
+
+def _snapshot(request: Request, search_id: int, who: Caller) -> tuple[object, views.Snapshot]:
+    search = visible_search(request.app.state.store, search_id, who)
+    return search, request.app.state.snapshots.get(search)
+
+
+def _query_error(name: str, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("query", name), "msg": message, "type": "value_error"}])
+
+
+def _budget(text: str) -> tuple[str, float]:
+    objective, _, bound = text.partition(":")
+    try:
+        value = float(bound)
+    except ValueError:
+        value = math.nan
+    if objective not in OBJECTIVES or OBJECTIVES[objective].direction != "min" or not math.isfinite(value):
+        costs = ", ".join(o for o, d in OBJECTIVES.items() if d.direction == "min")
+        raise _query_error("best_under", f"best_under must be OBJECTIVE:BOUND with OBJECTIVE among {costs}, "
+                                         f"e.g. flops:5e6; got {text!r}")
+    return objective, value
+
+
+@router.get("/searches/{search_id}/front", response_model=FrontOut)
+def front(search_id: SearchId, request: Request, knee: bool = False,
+          best_under: str | None = Query(None, description="OBJECTIVE:BOUND, e.g. flops:5e6"),
+          who: Caller = Depends(reader)) -> FrontOut:
+    """The non-dominated feasible candidates, sorted by the first objective; or just the knee point,
+    or the best one under a budget."""
+    _, snap = _snapshot(request, search_id, who)
+    members, note = snap.front, None
+    if knee:
+        members = views.knee(snap)
+    elif best_under is not None:
+        members, note = views.best_under(snap, *_budget(best_under))
+    return FrontOut(objectives=snap.spec.objectives, items=[views.candidate(c, snap.front_ids) for c in members],
+                    note=note)
+
+
+@router.get("/searches/{search_id}/candidates", response_model=CandidatePage)
+def candidates(search_id: SearchId, request: Request, status: CandidateStatus | None = None,
+               on_front: bool | None = None,
+               min_acc: float | None = None, max_flops: float | None = None, max_macs: float | None = None,
+               max_params: float | None = None, max_latency: float | None = None,
+               limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**31),
+               who: Caller = Depends(reader)) -> CandidatePage:
+    """Every candidate in the order they were met, filtered; a bound drops candidates without that value."""
+    _, snap = _snapshot(request, search_id, who)
+    bounds = {"acc": (min_acc, "min"), "flops": (max_flops, "max"), "macs": (max_macs, "max"),
+              "params": (max_params, "max"), "latency": (max_latency, "max")}
+    chosen = []
+    for c in snap.candidates:
+        if status is not None and c.status != status:
+            continue
+        if on_front is not None and (c.id in snap.front_ids) != on_front:
+            continue
+        if any(bound is not None and not _within(c.objectives.get(name), bound, kind)
+               for name, (bound, kind) in bounds.items()):
+            continue
+        chosen.append(c)
+    limit = min(limit, request.app.state.settings.max_page)
+    page = chosen[offset:offset + limit]
+    return CandidatePage(items=[views.candidate(c, snap.front_ids) for c in page], total=len(chosen), limit=limit,
+                         offset=offset)
+
+
+def _within(value: float | None, bound: float, kind: str) -> bool:
+    if value is None:
+        return False
+    return value >= bound if kind == "min" else value <= bound
+
+
+def _exports(request: Request, search_id: int, candidate_id: int, has_weights: bool) -> dict[str, str]:
+    base = str(request.url_for("export_candidate", search_id=search_id, candidate_id=candidate_id))
+    # The genotype is the only export that needs no trained weights.
+    return {f: f"{base}?format={f}" for f in FORMATS if has_weights or f == "genotype"}
+
+
+@router.get("/searches/{search_id}/candidates/{candidate_id}", response_model=CandidateDetail)
+def candidate(search_id: SearchId, candidate_id: CandidateId, request: Request,
+              who: Caller = Depends(reader)) -> CandidateDetail:
+    """One candidate with its architecture (cells as small DAGs) and links to its exports."""
+    search, snap = _snapshot(request, search_id, who)
+    found = snap.by_id.get(candidate_id) or request.app.state.store.candidate(search_id, candidate_id)
+    space = search_spaces.make_space(snap.spec.space, snap.spec.space_options)
+    has_weights = found.status == "finished" and not snap.spec.table_mode
+    return CandidateDetail(**views.candidate(found, snap.front_ids).model_dump(),
+                           architecture=space.describe(found.genome),
+                           exports=_exports(request, search_id, candidate_id, has_weights))
+
+
+@router.get("/searches/{search_id}/candidates/{candidate_id}/export", name="export_candidate",
+            response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+def export_file(search_id: SearchId, candidate_id: CandidateId, request: Request,
+                fmt: ExportFormat = Query("genotype", alias="format"), who: Caller = Depends(reader)) -> Response:
+    """The candidate as a file: genotype JSON, or its trained network, checked against the original."""
+    visible_search(request.app.state.store, search_id, who)
+    out = export_candidate(request.app.state.store, search_id, candidate_id, fmt)
+    return Response(out.data, media_type=out.media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{out.filename}"'})
+
+
+@router.get("/searches/{search_id}/points", response_model=PointsOut)
+def points(search_id: SearchId, request: Request, x: ObjectiveName = "flops",
+           y: ObjectiveName = "acc", max_dominated: int = Query(2000, ge=0, le=100_000),
+           who: Caller = Depends(reader)) -> PointsOut:
+    """What a front plot draws: every front member, and dominated candidates thinned to `max_dominated`."""
+    _, snap = _snapshot(request, search_id, who)
+    return views.points(snap, x, y, max_dominated)
+
+
+@router.get("/searches/{search_id}/history", response_model=HistoryOut)
+def history(search_id: SearchId, request: Request, max_generations: int = Query(200, ge=1, le=100_000),
+            who: Caller = Depends(reader)) -> HistoryOut:
+    """The front after each generation (thinned evenly to `max_generations`), for replaying a search."""
+    search, snap = _snapshot(request, search_id, who)
+    return views.history(request.app.state.snapshots.generations(search), snap, max_generations)

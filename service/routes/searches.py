@@ -1,0 +1,92 @@
+"""Search jobs: submit, list, read, cancel, resume, delete. Nothing here trains: runners do."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+
+from dvolver.api import versions
+from dvolver.spec import SearchSpec
+from dvolver.store import ACTIVE_SEARCH_STATUSES
+
+from .. import views
+from ..auth import Caller, reader, visible_search, writer
+from ..schemas import SearchDetail, SearchId, SearchPage, SearchSummary
+from ..settings import Settings
+
+router = APIRouter(tags=["searches"])
+
+SearchStatus = Literal["queued", "running", "finished", "failed", "interrupted", "cancelled"]
+
+
+def _limit_error(loc: tuple[str, ...], message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "limit_exceeded"}])
+
+
+def check_limits(spec: SearchSpec, settings: Settings, running: int) -> None:
+    """A spec beyond what this service allows is refused before anything is stored."""
+    for loc, value, limit, name in (
+        (("population",), spec.population, settings.max_population, "max_population"),
+        (("evaluations",), spec.evaluations, settings.max_evaluations, "max_evaluations"),
+        (("training", "epochs"), spec.training.epochs, settings.max_epochs, "max_epochs"),
+    ):
+        if value > limit:
+            raise _limit_error(loc, f"{'.'.join(loc)} = {value} is over this service's limit {name} = {limit}")
+    if running >= settings.max_concurrent:
+        raise _limit_error((), f"you already have {running} queued or running searches, this service's limit "
+                               f"max_concurrent = {settings.max_concurrent}; wait for one or cancel one")
+
+
+@router.post("/searches", status_code=201, response_model=SearchSummary,
+             responses={401: {"description": "no token"}, 413: {"description": "body too large"}})
+def create_search(spec: SearchSpec, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
+    """Queue a search; a runner picks it up. The body is the same SearchSpec the CLI builds."""
+    store = request.app.state.store
+    check_limits(spec, request.app.state.settings, store.count_searches(ACTIVE_SEARCH_STATUSES, who.owner))
+    search_id = store.create_search(spec.model_dump(mode="json"), versions(), owner=who.owner)
+    return views.summary(store.get_search(search_id))
+
+
+@router.get("/searches", response_model=SearchPage)
+def list_searches(request: Request, status: SearchStatus | None = None,
+                  limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**31),
+                  who: Caller = Depends(reader)) -> SearchPage:
+    """The caller's searches, newest first (every search, for an anonymous reader of an open service)."""
+    store = request.app.state.store
+    limit = min(limit, request.app.state.settings.max_page)
+    items = store.list_searches(status, who.owner, limit=limit, offset=offset, newest_first=True)
+    return SearchPage(items=[views.summary(s) for s in items], total=store.count_searches(status, who.owner),
+                      limit=limit, offset=offset)
+
+
+@router.get("/searches/{search_id}", response_model=SearchDetail)
+def get_search(search_id: SearchId, request: Request, who: Caller = Depends(reader)) -> SearchDetail:
+    return views.detail(visible_search(request.app.state.store, search_id, who))
+
+
+@router.post("/searches/{search_id}/cancel", response_model=SearchSummary)
+def cancel_search(search_id: SearchId, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
+    """A queued search is cancelled at once; a running one within a second or two, keeping its results."""
+    store = request.app.state.store
+    visible_search(store, search_id, who)
+    return views.summary(store.request_cancel(search_id))
+
+
+@router.post("/searches/{search_id}/resume", response_model=SearchSummary)
+def resume_search(search_id: SearchId, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
+    """Queue a stopped search again; its finished candidates are reused, never retrained."""
+    store = request.app.state.store
+    search = visible_search(store, search_id, who)
+    check_limits(SearchSpec.from_stored(search.spec), request.app.state.settings,
+                 store.count_searches(ACTIVE_SEARCH_STATUSES, who.owner))
+    return views.summary(store.requeue(search_id))
+
+
+@router.delete("/searches/{search_id}", status_code=204, response_class=Response)
+def delete_search(search_id: SearchId, request: Request, who: Caller = Depends(writer)) -> Response:
+    store = request.app.state.store
+    visible_search(store, search_id, who)
+    store.delete_search(search_id)
+    return Response(status_code=204)

@@ -1,0 +1,137 @@
+"""The service's request and response bodies; the request body of POST /searches is SearchSpec."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Path
+from pydantic import BaseModel
+
+
+class Progress(BaseModel):
+    evaluations: int
+    budget: int
+    front_size: int
+    hypervolume: float | None
+
+
+class SearchSummary(BaseModel):
+    id: int
+    name: str | None
+    owner: str | None
+    status: str
+    space: str
+    dataset: str
+    objectives: list[str]
+    progress: Progress
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+
+class ObjectiveInfo(BaseModel):
+    direction: str
+    unit: str
+    label: str
+    cost: bool
+
+
+class Timings(BaseModel):
+    queued_seconds: float | None
+    running_seconds: float | None
+
+
+class SearchDetail(SearchSummary):
+    spec: dict[str, Any]
+    stats: dict[str, Any]
+    timings: Timings
+    hypervolume_history: list[list[float]]
+    objective_info: dict[str, ObjectiveInfo]
+
+
+class SearchPage(BaseModel):
+    items: list[SearchSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class CandidateOut(BaseModel):
+    id: int
+    key: str
+    status: str
+    objectives: dict[str, float | None]
+    metrics: dict[str, Any]
+    genome: list[int]
+    worker: str | None
+    seconds: float | None
+    error: str | None
+    on_front: bool
+
+
+class CandidateDetail(CandidateOut):
+    architecture: dict[str, Any]
+    exports: dict[str, str]
+
+
+class CandidatePage(BaseModel):
+    items: list[CandidateOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class FrontOut(BaseModel):
+    objectives: list[str]
+    items: list[CandidateOut]
+    note: str | None = None
+
+
+class Point(BaseModel):
+    id: int
+    x: float
+    y: float
+
+
+class PointsOut(BaseModel):
+    x: str
+    y: str
+    front: list[Point]
+    dominated: list[Point]
+    dominated_total: int
+    dominated_shown: int
+    candidates_total: int
+
+
+class FrontMember(BaseModel):
+    id: int
+    objectives: dict[str, float | None]
+
+
+class Generation(BaseModel):
+    evaluations: int
+    hypervolume: float | None
+    front: list[FrontMember]
+
+
+class HistoryOut(BaseModel):
+    generations: list[Generation]
+    total_generations: int
+
+
+class WhoAmI(BaseModel):
+    owner: str | None
+    open_reads: bool
+
+
+class Health(BaseModel):
+    status: str
+    db: str
+
+
+# Ids a database integer can hold; anything larger is refused with 422 instead of reaching SQL.
+MAX_ID = 2**63 - 1
+SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="the search's id")]
+CandidateId = Annotated[int, Path(ge=1, le=MAX_ID, description="the candidate's id")]

@@ -1,0 +1,187 @@
+"""What the routes return: store rows turned into response bodies, and the per-search cache that
+keeps reads of large searches fast.
+
+Final candidate rows never change, so (rows, final rows) identifies a search's candidates: a
+cached view is reused until that pair moves.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from dvolver.engine import minimised, pareto_front
+from dvolver.jsonable import finite
+from dvolver.objectives import OBJECTIVES
+from dvolver.pareto import knee_point
+from dvolver.spec import SearchSpec
+from dvolver.store import Candidate, Search, Store
+
+from . import schemas
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    key: tuple[Any, ...]
+    spec: SearchSpec
+    candidates: list[Candidate]
+    by_id: dict[int, Candidate]
+    front: list[Candidate]  # non-dominated over all the search's objectives, sorted by the first
+    front_ids: frozenset[int]
+
+
+class Snapshots:
+    def __init__(self, store: Store, size: int = 32) -> None:
+        self.store, self.size = store, size
+        self._items: OrderedDict[int, Snapshot] = OrderedDict()
+        self._generations: OrderedDict[int, tuple[datetime, list[dict[str, Any]]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def generations(self, search: Search) -> list[dict[str, Any]]:
+        """The search's generation events; the journal only grows, so only new ones are read."""
+        with self._lock:
+            created, known = self._generations.get(search.id, (search.created_at, []))
+        if created != search.created_at:
+            known = []
+        after = known[-1]["id"] if known else 0
+        known = known + self.store.events(search.id, after=after, kinds=("generation",))
+        with self._lock:
+            self._generations[search.id] = (search.created_at, known)
+            self._generations.move_to_end(search.id)
+            while len(self._generations) > self.size:
+                self._generations.popitem(last=False)
+        return known
+
+    def get(self, search: Search) -> Snapshot:
+        key = (search.created_at, *self.store.candidate_counts(search.id))
+        with self._lock:
+            cached = self._items.get(search.id)
+            if cached is not None and cached.key == key:
+                self._items.move_to_end(search.id)
+                return cached
+        spec = SearchSpec.from_stored(search.spec)
+        candidates = self.store.candidates(search.id)
+        first = spec.objectives[0]
+        front = sorted(pareto_front(candidates, spec), key=lambda c: minimised(c, [first]))
+        snapshot = Snapshot(key, spec, candidates, {c.id: c for c in candidates}, front,
+                            frozenset(c.id for c in front))
+        with self._lock:
+            self._items[search.id] = snapshot
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return snapshot
+
+
+def summary(search: Search) -> schemas.SearchSummary:
+    stats, spec = search.stats, search.spec
+    return schemas.SearchSummary(
+        id=search.id, name=search.name, owner=search.owner, status=search.status, space=spec["space"],
+        dataset=spec.get("dataset", ""), objectives=spec["objectives"],
+        progress=schemas.Progress(evaluations=stats.get("evaluations", 0), budget=spec["evaluations"],
+                                  front_size=stats.get("front_size", 0),
+                                  hypervolume=finite(stats.get("hypervolume"))),
+        created_at=search.created_at, started_at=search.started_at, finished_at=search.finished_at,
+        error=search.error)
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None:
+        return None
+    return round(((end or datetime.now(UTC)) - start).total_seconds(), 3)
+
+
+OBJECTIVE_INFO = {
+    name: schemas.ObjectiveInfo(direction=o.direction, unit=o.unit, label=o.description, cost=o.direction == "min")
+    for name, o in OBJECTIVES.items()
+}
+
+
+def detail(search: Search) -> schemas.SearchDetail:
+    stats = {k: v for k, v in search.stats.items() if k != "hypervolume_history"}
+    return schemas.SearchDetail(
+        **summary(search).model_dump(), spec=search.spec, stats=finite(stats),
+        timings=schemas.Timings(queued_seconds=_seconds(search.created_at, search.started_at),
+                                running_seconds=_seconds(search.started_at, search.finished_at)),
+        hypervolume_history=finite(search.stats.get("hypervolume_history", [])), objective_info=OBJECTIVE_INFO)
+
+
+def candidate(c: Candidate, front_ids: frozenset[int]) -> schemas.CandidateOut:
+    return schemas.CandidateOut(id=c.id, key=c.key, status=c.status, objectives=finite(c.objectives),
+                                metrics=finite(c.metrics), genome=list(c.genome), worker=c.worker,
+                                seconds=c.seconds, error=c.error, on_front=c.id in front_ids)
+
+
+def knee(snapshot: Snapshot) -> list[Candidate]:
+    if not snapshot.front:
+        return []
+    points = np.array([minimised(c, snapshot.spec.objectives) for c in snapshot.front])
+    return [snapshot.front[knee_point(points)]]
+
+
+def best_under(snapshot: Snapshot, objective: str, bound: float) -> tuple[list[Candidate], str | None]:
+    """The best front member whose `objective` is at most `bound`, judged on the search's first
+    other objective."""
+    goal = next((o for o in snapshot.spec.objectives if o != objective), None)
+    if goal is None:
+        goal = objective
+    fits = [c for c in snapshot.front if c.objectives.get(objective, math.inf) <= bound]
+    if not fits:
+        cheapest = min((c.objectives[objective] for c in snapshot.front if objective in c.objectives), default=None)
+        hint = f"; the cheapest on the front has {objective} = {cheapest:.6g}" if cheapest is not None else ""
+        return [], f"no front member has {objective} <= {bound:.6g}{hint}"
+    return [min(fits, key=lambda c: minimised(c, [goal]))], None
+
+
+def decimate(x: np.ndarray, y: np.ndarray, log_x: bool, log_y: bool, limit: int) -> np.ndarray:
+    """Indices of at most `limit` points, one per cell of a grid over the plotted area, so that a
+    plot of them looks like a plot of all of them."""
+    if len(x) <= limit:
+        return np.arange(len(x))
+    side = max(1, int(math.sqrt(limit)))
+    cells = []
+    for values, log in ((x, log_x), (y, log_y)):
+        v = np.log10(np.maximum(values, 1e-30)) if log else values
+        low, high = float(v.min()), float(v.max())
+        span = high - low if high > low else 1.0
+        cells.append(np.minimum(((v - low) / span * side).astype(int), side - 1))
+    _, first = np.unique(cells[0] * side + cells[1], return_index=True)
+    return np.sort(first)[:limit]
+
+
+def points(snapshot: Snapshot, x: str, y: str, max_dominated: int) -> schemas.PointsOut:
+    plotted = [c for c in snapshot.candidates
+               if c.status == "finished" and x in c.objectives and y in c.objectives]
+    front = sorted((c for c in plotted if c.id in snapshot.front_ids), key=lambda c: c.objectives[x])
+    rest = [c for c in plotted if c.id not in snapshot.front_ids]
+    xs = np.array([c.objectives[x] for c in rest], dtype=float)
+    ys = np.array([c.objectives[y] for c in rest], dtype=float)
+    keep = decimate(xs, ys, OBJECTIVE_INFO[x].cost, OBJECTIVE_INFO[y].cost, max_dominated) if rest else []
+    shown = [rest[i] for i in keep]
+    return schemas.PointsOut(
+        x=x, y=y, front=[schemas.Point(id=c.id, x=c.objectives[x], y=c.objectives[y]) for c in front],
+        dominated=[schemas.Point(id=c.id, x=c.objectives[x], y=c.objectives[y]) for c in shown],
+        dominated_total=len(rest), dominated_shown=len(shown), candidates_total=len(snapshot.candidates))
+
+
+def history(events: list[dict[str, Any]], snapshot: Snapshot, max_generations: int) -> schemas.HistoryOut:
+    """The front after each generation, from the journal's generation events; long histories are
+    thinned evenly, always keeping the last generation."""
+    total = len(events)
+    if total > max_generations:
+        step = total / max_generations
+        picks = sorted({int(i * step) for i in range(max_generations - 1)} | {total - 1})
+        events = [events[i] for i in picks]
+    generations = []
+    for e in events:
+        p = e["payload"]
+        members = [snapshot.by_id[i] for i in p.get("front", []) if i in snapshot.by_id]
+        generations.append(schemas.Generation(
+            evaluations=p.get("evaluations", 0), hypervolume=finite(p.get("hypervolume")),
+            front=[schemas.FrontMember(id=c.id, objectives=finite(c.objectives)) for c in members]))
+    return schemas.HistoryOut(generations=generations, total_generations=total)

@@ -1,0 +1,69 @@
+"""Runners sharing one store: each search is run once, dead runners' searches are taken over."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import search_spaces
+from dvolver.api import versions
+from dvolver.spec import SearchSpec
+from dvolver.store import Store
+from service.runner import Runner
+
+from .conftest import table_spec
+
+
+def _queue(store: Store, spec: dict) -> int:
+    return store.create_search(SearchSpec.from_dict(spec).model_dump(mode="json"), versions(), owner="alice")
+
+
+def test_runners_sharing_a_store_never_run_a_search_twice(nb201_table, db):
+    store = Store(db)
+    ids = [_queue(store, table_spec(nb201_table, seed=s, evaluations=30)) for s in range(6)]
+    runners = [Runner(db, f"r{i}", executor="inline") for i in range(3)]
+    threads = [threading.Thread(target=r.serve, kwargs={"once": True}) for r in runners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for sid in ids:
+        assert store.get_search(sid).status == "finished"
+        claims = [e for e in store.events(sid) if e["kind"] == "claimed"]
+        assert len(claims) == 1, f"search {sid} was claimed {len(claims)} times"
+        finals = [e for e in store.events(sid, kinds=("candidate",)) if e["payload"]["status"] != "pending"]
+        assert len(finals) == len({e["payload"]["key"] for e in finals})
+
+
+def test_a_lease_that_runs_out_lets_another_runner_take_over(db):
+    store = Store(db)
+    sid = store.create_search({"seed": 0, "evaluations": 1}, versions())
+    assert store.claim_search("a", lease_seconds=0.3).id == sid
+    assert store.claim_search("b", lease_seconds=10) is None  # a's lease still holds
+    time.sleep(0.4)
+    assert store.claim_search("b", lease_seconds=10).runner == "b"
+    assert not store.renew_lease(sid, "a", 10)  # a has lost it, and is told so
+    assert store.renew_lease(sid, "b", 10)
+    # A runner restarted under its old name takes its search back without waiting for the lease.
+    assert store.claim_search("b", lease_seconds=10).id == sid
+
+
+def test_a_cancelled_queued_search_is_never_claimed(db):
+    store = Store(db)
+    sid = store.create_search({"seed": 0, "evaluations": 1}, versions())
+    assert store.request_cancel(sid).status == "cancelled"
+    assert store.claim_search("a", 10) is None
+    assert store.requeue(sid).status == "queued"
+    assert store.claim_search("a", 10).id == sid
+
+
+def test_a_search_that_cannot_start_is_marked_failed_not_left_claimed(nb201_table, tmp_path, db):
+    store = Store(db)
+    table = tmp_path / "table.csv"
+    table.write_bytes(nb201_table.read_bytes())
+    sid = _queue(store, table_spec(table))
+    table.unlink()  # the table is gone by the time a runner gets to the search
+    search_spaces._make_space.cache_clear()  # as in a fresh runner process
+    Runner(db, "r", executor="inline").serve(once=True)
+    search = store.get_search(sid)
+    assert search.status == "failed" and "table" in search.error and search.runner is None

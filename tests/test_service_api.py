@@ -1,0 +1,217 @@
+"""The REST API against a real service on a loopback port: access, limits, results, events."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from dvolver.client import ServiceClient
+from service.runner import Runner
+from service.settings import Settings
+
+from .conftest import live_service, table_spec
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, request):
+    table = request.getfixturevalue("nb201_table")
+    db = str(tmp_path_factory.mktemp("service") / "dvolver.db")
+    settings = Settings(db=db, open_reads=False, max_population=50, max_evaluations=500, max_concurrent=3)
+    with live_service(settings) as (url, app):
+        store = app.state.store
+        alice, bob = store.create_token("alice"), store.create_token("bob")
+        http = httpx.Client(base_url=url, timeout=30)
+        created = http.post("/searches", json=table_spec(table, name="alice's"), headers=_auth(alice))
+        assert created.status_code == 201, created.text
+        Runner(db, "test-runner", executor="inline").serve(once=True)
+        yield {"url": url, "http": http, "store": store, "alice": alice, "bob": bob, "table": table,
+               "search": created.json()["id"]}
+
+
+@pytest.fixture(scope="module")
+def nb201_table():
+    from .conftest import NB201_TABLE
+
+    if not NB201_TABLE.is_file():
+        pytest.skip(f"NAS-Bench-201 table not found at {NB201_TABLE}")
+    return NB201_TABLE
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_submitted_search_is_queued_then_run_by_a_runner(service):
+    http, sid = service["http"], service["search"]
+    detail = http.get(f"/searches/{sid}", headers=_auth(service["alice"])).json()
+    assert detail["status"] == "finished" and detail["owner"] == "alice"
+    assert detail["progress"]["evaluations"] == 40 and detail["progress"]["front_size"] > 0
+    assert detail["hypervolume_history"] and detail["timings"]["running_seconds"] >= 0
+    assert detail["objective_info"]["flops"]["cost"] and not detail["objective_info"]["acc"]["cost"]
+
+
+def test_every_write_without_a_token_is_401_and_creates_nothing(service):
+    http, sid, store = service["http"], service["search"], service["store"]
+    before = store.count_searches()
+    for method, path in (("POST", "/searches"), ("POST", f"/searches/{sid}/cancel"),
+                         ("POST", f"/searches/{sid}/resume"), ("DELETE", f"/searches/{sid}")):
+        response = http.request(method, path, json=table_spec(service["table"]) if path == "/searches" else None)
+        assert response.status_code == 401, (method, path)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "token" in response.json()["detail"]
+    assert http.post("/searches", json={}, headers=_auth("dvt_forged")).status_code == 401
+    assert store.count_searches() == before
+    assert store.get_search(sid).status == "finished"
+
+
+def test_reads_need_a_token_when_the_service_is_closed(service):
+    response = service["http"].get("/searches")
+    assert response.status_code == 401
+    assert service["http"].get("/healthz").json() == {"status": "ok", "db": "ok"}
+
+
+def test_another_owners_search_is_404(service):
+    http, sid, bob = service["http"], service["search"], _auth(service["bob"])
+    for method, path in (("GET", f"/searches/{sid}"), ("GET", f"/searches/{sid}/front"),
+                         ("GET", f"/searches/{sid}/candidates"), ("GET", f"/searches/{sid}/events"),
+                         ("POST", f"/searches/{sid}/cancel"), ("DELETE", f"/searches/{sid}")):
+        assert http.request(method, path, headers=bob).status_code == 404, (method, path)
+    assert http.get("/searches", headers=bob).json()["total"] == 0
+    assert http.get("/searches", headers=_auth(service["alice"])).json()["total"] >= 1
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"population": 51}, ["body", "population"]),
+    ({"evaluations": 501}, ["body", "evaluations"]),
+    ({"training": {"epochs": 201}}, ["body", "training", "epochs"]),
+    ({"objectives": ["acc", "speed"]}, ["body", "objectives"]),
+    ({"population": "many"}, ["body", "population"]),
+    ({"colour": "red"}, ["body", "colour"]),
+])
+def test_an_invalid_or_oversized_spec_is_422_naming_the_field_and_creates_nothing(service, body, field):
+    store = service["store"]
+    before = store.count_searches()
+    response = service["http"].post("/searches", json=table_spec(service["table"]) | body,
+                                    headers=_auth(service["alice"]))
+    assert response.status_code == 422
+    assert field in [d["loc"] for d in response.json()["detail"]]
+    assert store.count_searches() == before
+
+
+def test_an_oversized_body_is_413_and_creates_nothing(service):
+    store = service["store"]
+    before = store.count_searches()
+    padded = json.dumps(table_spec(service["table"], name="x" * 100) | {"space_options": {
+        "table": str(service["table"]), "padding": "y" * 100_000}})
+    response = service["http"].post("/searches", content=padded, headers=_auth(service["alice"]) |
+                                    {"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert store.count_searches() == before
+
+
+def test_concurrent_searches_per_owner_are_limited(service):
+    http, bob = service["http"], _auth(service["bob"])
+    ids = [http.post("/searches", json=table_spec(service["table"]), headers=bob).json()["id"] for _ in range(3)]
+    refused = http.post("/searches", json=table_spec(service["table"]), headers=bob)
+    assert refused.status_code == 422 and "max_concurrent" in refused.text
+    for sid in ids:
+        assert http.post(f"/searches/{sid}/cancel", headers=bob).json()["status"] == "cancelled"
+        assert http.delete(f"/searches/{sid}", headers=bob).status_code == 204
+        assert http.get(f"/searches/{sid}", headers=bob).status_code == 404
+
+
+def test_front_knee_and_best_under_a_budget(service):
+    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+    front = http.get(f"/searches/{sid}/front", headers=alice).json()["items"]
+    assert front and all(c["on_front"] and c["status"] == "finished" for c in front)
+    flops = [c["objectives"]["flops"] for c in front]
+    accs = [c["objectives"]["acc"] for c in front]
+    # A front over (acc max, flops min): sorted by accuracy, costs fall as accuracy falls.
+    assert accs == sorted(accs, reverse=True) and flops == sorted(flops, reverse=True)
+    knee = http.get(f"/searches/{sid}/front", params={"knee": "true"}, headers=alice).json()["items"]
+    assert len(knee) == 1 and knee[0]["id"] in {c["id"] for c in front}
+    budget = sorted(flops)[len(flops) // 2]
+    best = http.get(f"/searches/{sid}/front", params={"best_under": f"flops:{budget}"}, headers=alice).json()
+    expected = max((c for c in front if c["objectives"]["flops"] <= budget), key=lambda c: c["objectives"]["acc"])
+    assert [c["id"] for c in best["items"]] == [expected["id"]]
+    none = http.get(f"/searches/{sid}/front", params={"best_under": "flops:1"}, headers=alice).json()
+    assert none["items"] == [] and "cheapest" in none["note"]
+    bad = http.get(f"/searches/{sid}/front", params={"best_under": "acc:3"}, headers=alice)
+    assert bad.status_code == 422 and "best_under" in bad.text
+
+
+def test_candidates_are_paged_and_filtered(service):
+    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+    everything = http.get(f"/searches/{sid}/candidates", params={"limit": 1000}, headers=alice).json()
+    assert everything["total"] == len(everything["items"]) >= 40
+    page = http.get(f"/searches/{sid}/candidates", params={"limit": 7, "offset": 7}, headers=alice).json()
+    assert [c["id"] for c in page["items"]] == [c["id"] for c in everything["items"][7:14]]
+    accs = sorted(c["objectives"]["acc"] for c in everything["items"] if c["status"] == "finished")
+    cut = accs[len(accs) // 2]
+    good = http.get(f"/searches/{sid}/candidates", params={"min_acc": cut, "max_flops": 1e8, "limit": 1000},
+                    headers=alice).json()
+    assert good["items"] and all(c["objectives"]["acc"] >= cut and c["objectives"]["flops"] <= 1e8
+                                 for c in good["items"])
+    assert good["total"] == sum(1 for c in everything["items"] if c["objectives"].get("acc", -1) >= cut
+                                and c["objectives"].get("flops", 2e8) <= 1e8)
+
+
+def test_a_candidate_comes_with_its_cell_and_a_genotype_export(service):
+    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+    first = http.get(f"/searches/{sid}/front", headers=alice).json()["items"][0]
+    detail = http.get(f"/searches/{sid}/candidates/{first['id']}", headers=alice).json()
+    assert detail["architecture"]["space"] == "nb201" and len(detail["architecture"]["cell"]["edges"]) == 6
+    # A table look-up trains nothing: only the genotype can be exported.
+    assert list(detail["exports"]) == ["genotype"]
+    genotype = http.get(detail["exports"]["genotype"], headers=alice)
+    assert genotype.status_code == 200 and genotype.json()["genome"] == first["genome"]
+    refused = http.get(f"/searches/{sid}/candidates/{first['id']}/export", params={"format": "state_dict"},
+                       headers=alice)
+    assert refused.status_code == 400 and "weights" in refused.json()["detail"]
+
+
+def test_points_and_history_for_the_plots(service):
+    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+    pts = http.get(f"/searches/{sid}/points", params={"x": "flops", "y": "acc", "max_dominated": 5},
+                   headers=alice).json()
+    front = http.get(f"/searches/{sid}/front", headers=alice).json()["items"]
+    assert sorted(p["id"] for p in pts["front"]) == sorted(c["id"] for c in front)
+    assert [p["x"] for p in pts["front"]] == sorted(p["x"] for p in pts["front"])
+    assert pts["dominated_shown"] == len(pts["dominated"]) <= 5 < pts["dominated_total"]
+    history = http.get(f"/searches/{sid}/history", headers=alice).json()
+    assert history["total_generations"] == len(history["generations"]) >= 3
+    assert {m["id"] for m in history["generations"][-1]["front"]} == {c["id"] for c in front}
+    thinned = http.get(f"/searches/{sid}/history", params={"max_generations": 2}, headers=alice).json()
+    assert len(thinned["generations"]) == 2 and thinned["generations"][-1] == history["generations"][-1]
+
+
+def test_events_replay_the_journal_and_end(service):
+    client = ServiceClient(service["url"], service["alice"])
+    events = list(client.events(service["search"]))
+    kinds = [k for k, _ in events]
+    assert kinds[-1] == "end" and events[-1][1] == {"status": "finished"}
+    assert kinds.count("candidate") >= 40 and "front" in kinds and "generation" in kinds
+    statuses = [d["status"] for k, d in events if k == "status"]
+    assert statuses[0] == "queued" and statuses[-1] == "finished"
+    # Reconnecting after an event id sends only what came later.
+    response = service["http"].get(f"/searches/{service['search']}/events",
+                                   headers=_auth(service["alice"]) | {"Last-Event-ID": "1000000"})
+    assert response.text.strip().splitlines()[-2:] == ["event: end", 'data: {"status": "finished"}']
+
+
+def test_resume_and_delete_follow_the_status(service):
+    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+    conflict = http.post(f"/searches/{sid}/resume", headers=alice)
+    assert conflict.status_code == 409 and "finished" in conflict.json()["detail"]
+    assert http.post(f"/searches/{sid}/cancel", headers=alice).status_code == 409
+
+
+def test_the_export_route_offers_exactly_the_formats_export_supports():
+    from typing import get_args
+
+    from dvolver.export import FORMATS
+    from service.routes.results import ExportFormat
+
+    assert get_args(ExportFormat) == FORMATS
