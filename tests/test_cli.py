@@ -140,3 +140,39 @@ def test_an_unreachable_database_is_one_line_without_its_password():
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot open the store at postgresql+psycopg://dv:***@")
     assert "hunter2" not in out.stderr + out.stdout
+
+
+def test_a_front_member_is_exported_as_files_that_load(tmp_path):
+    import torch
+
+    db = tmp_path / "store.db"
+    out = dvolver("search", *TINY_FLAGS, "--evaluations", "4", "--executor", "inline", db=db, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    front = json.loads(dvolver("front", "1", "--format", "json", db=db).stdout)
+    cid = front[0]["id"]
+    for fmt in ("genotype", "state_dict", "torch_export"):
+        done = dvolver("export", "1", str(cid), "--format", fmt, "-o", str(tmp_path / fmt), db=db)
+        assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "genotype").read_text())["genome"] == front[0]["genome"]
+    assert torch.load(tmp_path / "state_dict", weights_only=True)
+    program = torch.export.load(tmp_path / "torch_export")
+    assert program.module()(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    refused = dvolver("export", "1", str(cid), "--format", "pickle", db=db)
+    assert refused.returncode == 2 and "choose among" in refused.stderr
+
+
+def test_tokens_are_created_listed_and_revoked(tmp_path):
+    db = tmp_path / "store.db"
+    created = dvolver("token", "create", "ci-bot", "--owner", "alice", db=db)
+    assert created.returncode == 0 and created.stdout.startswith("dvt_")
+    from dvolver.store import Store
+
+    assert Store(str(db)).token_owner(created.stdout.strip()) == "alice"
+    with sqlite3.connect(db) as con:  # only a hash is kept
+        rows = str(con.execute("select * from tokens").fetchall())
+    assert "ci-bot" in rows and created.stdout.strip() not in rows
+    assert "ci-bot" in dvolver("token", "list", db=db).stdout
+    again = dvolver("token", "create", "ci-bot", db=db)
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert dvolver("token", "revoke", "ci-bot", db=db).returncode == 0
+    assert Store(str(db)).token_owner(created.stdout.strip()) is None
