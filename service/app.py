@@ -6,6 +6,8 @@ queued searches from the same store and run them.
 
 from __future__ import annotations
 
+from importlib import metadata
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dvolver.errors import ConflictError, DvolverError, NotFoundError, SpecError, StoreError
 from dvolver.store import Store
 
-from .routes import dashboard, events, health, results, searches
+from .routes import dashboard, docs, events, health, results, searches
 from .settings import Settings
 from .views import Snapshots
 
@@ -24,15 +26,13 @@ ERROR_STATUS: list[tuple[type[DvolverError], int]] = [
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    from importlib import metadata
-
-    app = FastAPI(title="Dvolver", version=metadata.version("dvolver"),
+    app = FastAPI(title="Dvolver", version=metadata.version("dvolver"), docs_url=None, redoc_url=None,
                   description="Multi-objective neural architecture search as a service: submit searches, "
                               "follow them live, read their Pareto fronts.")
     app.state.settings = settings
     app.state.store = Store(settings.db)
     app.state.snapshots = Snapshots(app.state.store)
-    for module in (health, searches, results, events, dashboard):
+    for module in (health, searches, results, events, dashboard, docs):
         app.include_router(module.router)
     app.add_exception_handler(DvolverError, _dvolver_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

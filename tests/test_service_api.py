@@ -215,3 +215,13 @@ def test_the_export_route_offers_exactly_the_formats_export_supports():
     from service.routes.results import ExportFormat
 
     assert get_args(ExportFormat) == FORMATS
+
+
+def test_the_api_docs_are_served_without_a_cdn(service):
+    http = service["http"]
+    page = http.get("/docs")
+    assert page.status_code == 200 and "/openapi.json" in page.text
+    assert "cdn" not in page.text.lower() and "https://" not in page.text.replace("https://fastapi", "")
+    for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
+        assert http.get(asset).status_code == 200
+    assert "/searches" in http.get("/openapi.json").json()["paths"]
