@@ -420,6 +420,7 @@ def serve(
     max_concurrent: int = typer.Option(4, help="queued + running searches one owner may have"),
 ) -> None:
     """Serve the REST API and the dashboard, with runner processes that run the submitted searches."""
+    import signal
     import subprocess
 
     import uvicorn
@@ -445,6 +446,12 @@ def serve(
         children.append(subprocess.Popen(command + (["--ray-address", ray_address] if ray_address else [])))
     err.print(f"Dvolver service on http://{host}:{port} (dashboard /, API docs /docs), store {settings.db}, "
               f"{runners} runner(s), reads {'open' if settings.open_reads else 'need a token'}", highlight=False)
+    def stop(*_: Any) -> None:
+        raise SystemExit(0)
+
+    # uvicorn re-raises the SIGTERM it shut down on; handled here, the runners below are stopped
+    # too instead of being orphaned.
+    signal.signal(signal.SIGTERM, stop)
     try:
         uvicorn.run(application, host=host, port=port, log_level="warning")
     finally:
