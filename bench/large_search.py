@@ -1,58 +1,83 @@
 """A stored search with many candidates, for the service and dashboard benchmarks.
 
-The candidates are synthetic (no training: 10,000 trainings would take days here) but shaped like
-a real NASNet search on digits: FLOPs log-uniform over three decades, accuracy rising with cost
-with noise, params tied to FLOPs, and a journal with one generation event per 12 candidates, so
-every route (front, points, history, events) has real work to do.
+The candidates are synthetic (10,000 trainings would take days here) but shaped like a real
+NASNet search on digits: distinct canonical genomes, FLOPs over three decades, accuracy rising with
+log FLOPs and saturating, later generations closer to that curve, params tied to FLOPs; and a
+journal with the running front and hypervolume after each generation, as the engine writes them.
+So every route (front, points, history, events) has real work to do.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
-from sqlalchemy import insert
 
 from dvolver.api import versions
-from dvolver.pareto import non_dominated
+from dvolver.engine import minimised
+from dvolver.pareto import hypervolume, non_dominated, normalise
 from dvolver.spec import SearchSpec
 from dvolver.store import CandidateRow, EventRow, Store
+from search_spaces import genome_key, make_space
 
-POPULATION = 12
+OBJECTIVES = ["acc", "flops", "params"]
 
 
-def fill(db: str, n: int = 10_000, seed: int = 0, owner: str | None = None) -> int:
-    """Stores a finished search holding `n` finished candidates; returns its id."""
-    rng = np.random.default_rng(seed)
+def objectives(rng: np.random.Generator, generation: int, generations: int) -> dict[str, float]:
+    """Accuracy rises with log FLOPs and saturates; later generations sit closer to that curve."""
+    log_flops = rng.uniform(5.0, 8.0)  # 100 kFLOPs .. 100 MFLOPs
+    ceiling = 98.5 - 30.0 * np.exp(-1.4 * (log_flops - 5.0))
+    spread = 25.0 * (1.0 - 0.8 * generation / generations)
+    acc = float(np.clip(ceiling - abs(rng.normal(0.0, spread / 3)), 10.0, 99.5))
+    flops = float(round(10**log_flops))
+    return {"acc": round(acc, 3), "flops": flops, "params": float(round(flops / rng.uniform(20.0, 60.0)))}
+
+
+def fill(db: str, count: int = 10_000, population: int = 100, seed: int = 0, owner: str | None = None) -> int:
+    """Stores a finished search holding `count` finished candidates; returns its id."""
     store = Store(db)
-    spec = SearchSpec.from_dict({"name": f"synthetic {n}", "population": POPULATION, "evaluations": n, "seed": seed})
-    search_id = store.create_search(spec.model_dump(mode="json"), versions(), status="running", owner=owner)
-    flops = 10 ** rng.uniform(5, 8, n)
-    acc = np.clip(60 + 12 * np.log10(flops / 1e5) + rng.normal(0, 4, n), 5, 99.5)
-    params = flops / rng.uniform(20, 60, n)
-    genomes = rng.integers(0, 6, size=(n, 42))
-    rows = [{"search_id": search_id, "key": f"nasnet:{i}", "genome": genomes[i].tolist(), "status": "finished",
-             "objectives": {"acc": float(acc[i]), "flops": float(flops[i]), "params": float(params[i])},
-             "metrics": {"acc": float(acc[i]), "flops": float(flops[i]), "macs": float(flops[i] / 2),
-                         "params": float(params[i]), "test_acc": float(acc[i] - 0.5)},
-             "worker": "bench:0", "seconds": 1.0} for i in range(n)]
-    with store.engine.begin() as connection:
-        connection.execute(insert(CandidateRow), rows)
-        first_id = connection.scalar(CandidateRow.__table__.select().with_only_columns(CandidateRow.id)
-                                     .where(CandidateRow.search_id == search_id).order_by(CandidateRow.id).limit(1))
-        events, history = [], []
-        points = np.stack([-acc, flops], axis=1)
-        members = np.array([], dtype=int)
-        for end in range(POPULATION, n + 1, POPULATION):
-            # The front after a generation is the front of (the previous front + the generation).
-            pool = np.concatenate([members, np.arange(end - POPULATION, end)])
-            members = pool[non_dominated(points[pool])]
-            front = (members + first_id).tolist()
-            hv = float(np.mean(acc[members]) / 100)  # a stand-in: the journal only needs a number
-            history.append([end, hv])
-            events.append({"search_id": search_id, "kind": "generation",
-                           "payload": {"evaluations": end, "front_size": len(front), "hypervolume": hv,
-                                       "front": front}})
-        connection.execute(insert(EventRow), events)
-    store.update_stats(search_id, {"evaluations": n, "budget": n, "front_size": len(front), "hypervolume": hv,
-                                   "hypervolume_history": history, "input_shape": [1, 8, 8], "num_classes": 10})
+    spec = SearchSpec.from_dict({"name": f"bench {count} candidates", "objectives": OBJECTIVES,
+                                 "evaluations": count, "population": population, "seed": seed})
+    search_id = store.create_search(spec.model_dump(mode="json"), versions(), owner=owner)
+    store.set_status(search_id, "running")
+    space = make_space("nasnet", spec.space_options)
+    rng = np.random.default_rng(seed)
+    keys: set[str] = set()
+    rows: list[dict] = []
+    start = datetime.now(UTC)
+    generations = count // population
+    while len(rows) < count:
+        genome = space.canonical(space.sample(rng))
+        key = genome_key("nasnet", genome)
+        if key in keys:
+            continue
+        keys.add(key)
+        at = start + timedelta(seconds=len(rows))
+        rows.append({"search_id": search_id, "key": key, "genome": [int(g) for g in genome], "status": "finished",
+                     "objectives": objectives(rng, len(rows) // population, generations),
+                     "metrics": {"cost_source": "synthetic (benchmark)"}, "worker": "bench", "seconds": 1.0,
+                     "created_at": at, "finished_at": at})
+    with store.engine.begin() as conn:
+        conn.execute(CandidateRow.__table__.insert(), rows)
+    stored = store.candidates(search_id)
+
+    # The journal's generation events: the running front after each generation, as the engine writes them.
+    points = np.array([minimised(c, OBJECTIVES) for c in stored])
+    ideal, nadir = points[:population].min(axis=0), points[:population].max(axis=0)
+    front: list[int] = []
+    history, events = [], []
+    for end in range(population, count + 1, population):
+        pool = front + list(range(end - population, end))
+        front = [pool[i] for i in np.flatnonzero(non_dominated(points[pool]))]
+        hv = hypervolume(normalise(points[front], ideal, nadir), np.full(len(OBJECTIVES), 1.1))
+        history.append([end, hv])
+        events.append({"search_id": search_id, "kind": "generation", "at": start + timedelta(seconds=end),
+                       "payload": {"evaluations": end, "front_size": len(front), "hypervolume": hv,
+                                   "front": [stored[i].id for i in front]}})
+    with store.engine.begin() as conn:
+        conn.execute(EventRow.__table__.insert(), events)
+    store.update_stats(search_id, {"evaluations": count, "front_size": len(front), "hypervolume": history[-1][1],
+                                   "hypervolume_history": history, "trained": count,
+                                   "input_shape": [1, 8, 8], "num_classes": 10})
     store.set_status(search_id, "finished")
     return search_id

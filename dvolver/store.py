@@ -406,6 +406,10 @@ class Store:
             return [{"id": e.id, "kind": e.kind, "payload": e.payload, "at": _utc(e.at).isoformat()}
                     for e in s.scalars(query)]
 
+    def last_event_id(self, search_id: int) -> int:
+        with self._session() as s:
+            return int(s.scalar(select(func.max(EventRow.id)).where(EventRow.search_id == search_id)) or 0)
+
     # Tokens.
 
     def create_token(self, name: str, owner: str | None = None) -> str:

@@ -49,6 +49,7 @@ class SearchDetail(SearchSummary):
     timings: Timings
     hypervolume_history: list[list[float]]
     objective_info: dict[str, ObjectiveInfo]
+    last_event_id: int  # follow /events?after= this to get only what happens next
 
 
 class SearchPage(BaseModel):

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -82,12 +83,18 @@ def summary(search: Search) -> schemas.SearchSummary:
     stats, spec = search.stats, search.spec
     return schemas.SearchSummary(
         id=search.id, name=search.name, owner=search.owner, status=search.status, space=spec["space"],
-        dataset=spec.get("dataset", ""), objectives=spec["objectives"],
+        dataset=_dataset(spec), objectives=spec["objectives"],
         progress=schemas.Progress(evaluations=stats.get("evaluations", 0), budget=spec["evaluations"],
                                   front_size=stats.get("front_size", 0),
                                   hypervolume=finite(stats.get("hypervolume"))),
         created_at=search.created_at, started_at=search.started_at, finished_at=search.finished_at,
         error=search.error)
+
+
+def _dataset(spec: dict[str, Any]) -> str:
+    """What the accuracies come from: a table search looks them up, whatever its dataset says."""
+    table = (spec.get("space_options") or {}).get("table")
+    return f"table {Path(table).name}" if table else spec.get("dataset", "")
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -102,13 +109,14 @@ OBJECTIVE_INFO = {
 }
 
 
-def detail(search: Search) -> schemas.SearchDetail:
+def detail(search: Search, last_event_id: int) -> schemas.SearchDetail:
     stats = {k: v for k, v in search.stats.items() if k != "hypervolume_history"}
     return schemas.SearchDetail(
         **summary(search).model_dump(), spec=search.spec, stats=finite(stats),
         timings=schemas.Timings(queued_seconds=_seconds(search.created_at, search.started_at),
                                 running_seconds=_seconds(search.started_at, search.finished_at)),
-        hypervolume_history=finite(search.stats.get("hypervolume_history", [])), objective_info=OBJECTIVE_INFO)
+        hypervolume_history=finite(search.stats.get("hypervolume_history", [])), objective_info=OBJECTIVE_INFO,
+        last_event_id=last_event_id)
 
 
 def candidate(c: Candidate, front_ids: frozenset[int]) -> schemas.CandidateOut:

@@ -195,6 +195,12 @@ def test_events_replay_the_journal_and_end(service):
     assert kinds.count("candidate") >= 40 and "front" in kinds and "generation" in kinds
     statuses = [d["status"] for k, d in events if k == "status"]
     assert statuses[0] == "queued" and statuses[-1] == "finished"
+    # A page that has drawn the detail follows from its last_event_id: nothing it has seen comes again.
+    detail = service["http"].get(f"/searches/{service['search']}", headers=_auth(service["alice"])).json()
+    assert detail["dataset"] == "table nb201_cifar10.csv"
+    tail = service["http"].get(f"/searches/{service['search']}/events", params={"after": detail["last_event_id"]},
+                               headers=_auth(service["alice"])).text
+    assert "event: candidate" not in tail and "event: end" in tail
     # Reconnecting after an event id sends only what came later.
     response = service["http"].get(f"/searches/{service['search']}/events",
                                    headers=_auth(service["alice"]) | {"Last-Event-ID": "1000000"})

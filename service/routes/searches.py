@@ -63,7 +63,10 @@ def list_searches(request: Request, status: SearchStatus | None = None,
 
 @router.get("/searches/{search_id}", response_model=SearchDetail)
 def get_search(search_id: SearchId, request: Request, who: Caller = Depends(reader)) -> SearchDetail:
-    return views.detail(visible_search(request.app.state.store, search_id, who))
+    store = request.app.state.store
+    # Read before the search, so that an event between the two reads is sent again, never missed.
+    last_event_id = store.last_event_id(search_id)
+    return views.detail(visible_search(store, search_id, who), last_event_id)
 
 
 @router.post("/searches/{search_id}/cancel", response_model=SearchSummary)

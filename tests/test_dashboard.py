@@ -1,0 +1,362 @@
+"""The dashboard in a real Chromium against the real service and real searches.
+
+The store holds a finished NAS-Bench-201 table search (seconds, no training) and a tiny digits
+NASNet search (two cells to draw). Screenshots go to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from .conftest import NB201_TABLE, TINY
+
+pytestmark = pytest.mark.browser
+
+sync_api = pytest.importorskip("playwright.sync_api")
+uvicorn = pytest.importorskip("uvicorn")
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TIMEOUT_MS = 20_000
+
+# Where point i of a plot's trace is drawn, in page pixels (plotly's own axis conversion).
+POINT_POSITION = """([plot, trace, i]) => {
+  const gd = document.getElementById(plot);
+  const t = gd.data[trace];
+  const box = gd.getBoundingClientRect();
+  const layout = gd._fullLayout;
+  return {x: box.left + layout._size.l + layout.xaxis.d2p(t.x[i]),
+          y: box.top + layout._size.t + layout.yaxis.d2p(t.y[i])};
+}"""
+FRONT_TRACE = """() => {
+  const t = document.getElementById("front-plot").data.find((d) => d.name === "Pareto front");
+  return {ids: t.customdata, x: t.x, y: t.y, type: t.type};
+}"""
+
+
+@dataclass
+class Service:
+    url: str
+    nb201: int
+    nasnet: int
+    db: str
+
+    def get(self, path: str) -> dict:
+        response = httpx.get(self.url + path, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+
+@dataclass
+class Watched:
+    """A page, and what it did that a test may object to."""
+
+    page: object
+    console_errors: list[str] = field(default_factory=list)
+    foreign_requests: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _serving(db: str, open_reads: bool) -> Iterator[str]:
+    """The real service on a free loopback port, in a thread; yields its base URL."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    host, port = sock.getsockname()
+    app = create_app(Settings(db=f"sqlite:///{db}", open_reads=open_reads))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.05)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory) -> Iterator[Service]:
+    if not NB201_TABLE.is_file():
+        pytest.skip(f"NAS-Bench-201 table not found at {NB201_TABLE} (../shared/data beside the project)")
+    from dvolver.api import run_search
+
+    db = str(tmp_path_factory.mktemp("dashboard") / "dvolver.db")
+    # Three objectives: the plotted front (flops, acc) is the front over all three, seen from one side.
+    nb201 = run_search({"name": "nb201 table", "space": "nb201", "space_options": {"table": str(NB201_TABLE)},
+                        "objectives": ["acc", "flops", "params"], "evaluations": 120, "population": 20},
+                       db=db, executor="inline")
+    nasnet = run_search(TINY | {"name": "tiny digits"}, db=db, executor="inline")
+    with _serving(db, open_reads=True) as url:
+        yield Service(url, nb201.search_id, nasnet.search_id, db)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def watched(browser, service) -> Iterator[Watched]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    seen = Watched(page)
+
+    def route(r):
+        # Anything beyond this machine is recorded and refused, so the test never depends on a network.
+        seen.requests.append(r.request.url)
+        host = urlsplit(r.request.url).hostname or ""
+        if r.request.url.startswith(("data:", "blob:")) or host in LOOPBACK:
+            r.continue_()
+        else:
+            seen.foreign_requests.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    page.on("console", lambda m: m.type == "error" and seen.console_errors.append(m.text))
+    page.on("pageerror", lambda e: seen.console_errors.append(f"uncaught: {e}"))
+    yield seen
+    context.close()
+
+
+def _open_search(page, service: Service, search_id: int) -> dict:
+    page.goto(f"{service.url}/#/searches/{search_id}")
+    page.wait_for_function("window.dvolverFrontDrawnAt !== undefined")
+    return page.evaluate(FRONT_TRACE)
+
+
+def _click_front_point(page, ids: list[int], xs: list[float], ys: list[float]) -> int:
+    """A real mouse click on a front point whose position no other front point shares; its id."""
+    coords = list(zip(xs, ys))
+    unique = [i for i, c in enumerate(coords) if coords.count(c) == 1]
+    index = unique[len(unique) // 2]
+    trace = page.evaluate("document.getElementById('front-plot').data.findIndex((t) => t.name === 'Pareto front')")
+    _click(page, page.evaluate(POINT_POSITION, ["front-plot", trace, index]))
+    return ids[index]
+
+
+def _click(page, where: dict) -> None:
+    page.mouse.move(where["x"], where["y"])  # plotly picks the point on hover, then reports the click
+    page.mouse.click(where["x"], where["y"])
+
+
+def test_the_list_shows_every_search_with_its_progress(watched, service):
+    page = watched.page
+    page.goto(service.url + "/")
+    for search_id in (service.nb201, service.nasnet):
+        row = page.locator(f'#search-list [data-search-id="{search_id}"]')
+        row.wait_for()
+        summary = service.get(f"/searches/{search_id}")
+        assert "finished" in row.locator(".badge").inner_text()
+        budget = summary["progress"]["budget"]
+        assert f"{budget} / {budget}" in row.inner_text()
+        assert row.locator("td").nth(8).inner_text() == str(summary["progress"]["front_size"])
+    page.locator(f'[data-search-id="{service.nb201}"] a').first.click()
+    page.wait_for_url(f"**/#/searches/{service.nb201}")
+    page.locator("#front-plot .main-svg").first.wait_for()
+
+
+def test_the_front_plot_shows_the_front_and_a_click_opens_the_candidate(watched, service):
+    page = watched.page
+    shown = _open_search(page, service, service.nb201)
+    front = service.get(f"/searches/{service.nb201}/front")["items"]
+    assert len(front) >= 3
+    assert sorted(shown["ids"]) == sorted(c["id"] for c in front)
+    assert page.locator("#front-count").inner_text() == str(len(front))
+    layout = page.evaluate("() => document.getElementById('front-plot').layout")
+    assert layout["xaxis"]["type"] == "log" and layout["yaxis"]["type"] == "linear"  # flops is a cost, acc is not
+
+    chosen = _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+    panel = page.locator("#candidate-panel")
+    panel.locator("h2", has_text=f"Candidate #{chosen}").wait_for()
+    assert panel.is_visible()
+    drawings = panel.locator("svg.cell-drawing")
+    assert drawings.count() == 1 and drawings.get_attribute("data-cell") == "cell"
+    detail = service.get(f"/searches/{service.nb201}/candidates/{chosen}")
+    edges = detail["architecture"]["cell"]["edges"]
+    assert drawings.locator("g.edge").count() == len(edges) == 6
+    assert drawings.locator("g.edge.dead").count() == sum(not e["live"] for e in edges)
+    metrics = page.locator("#candidate-metrics").inner_text()
+    assert f"{detail['objectives']['acc']:.2f} %" in metrics and "FLOPs" in metrics
+    for fmt in detail["exports"]:
+        assert panel.get_by_role("link", name=fmt).count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    print(f"screenshot: {ARTIFACTS / 'dashboard.png'}")
+
+
+def test_a_nasnet_candidate_shows_its_normal_and_reduction_cells(watched, service):
+    page = watched.page
+    shown = _open_search(page, service, service.nasnet)
+    front = service.get(f"/searches/{service.nasnet}/front")["items"]
+    assert page.locator("#front-count").inner_text() == str(len(front)) == str(len(shown["ids"]))
+    chosen = _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+    panel = page.locator("#candidate-panel")
+    panel.locator("h2", has_text=f"Candidate #{chosen}").wait_for()
+    cells = panel.locator("svg.cell-drawing")
+    assert [cells.nth(i).get_attribute("data-cell") for i in range(cells.count())] == ["normal", "reduction"]
+    architecture = service.get(f"/searches/{service.nasnet}/candidates/{chosen}")["architecture"]
+    for i, name in enumerate(("normal", "reduction")):
+        assert cells.nth(i).locator("g.edge").count() == len(architecture[name]["edges"])
+        assert cells.nth(i).locator("g.node").count() == len(architecture[name]["nodes"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    panel.screenshot(path=str(ARTIFACTS / "dashboard_nasnet_cells.png"))
+
+
+def test_changing_an_axis_replots_and_the_history_slider_replays_generations(watched, service):
+    page = watched.page
+    _open_search(page, service, service.nb201)
+    page.select_option("#x-axis", "params")
+    page.wait_for_function("document.getElementById('front-plot').layout.xaxis.title.text.startsWith('parameters')")
+    points = service.get(f"/searches/{service.nb201}/points?x=params&y=acc")
+    shown = page.evaluate(FRONT_TRACE)
+    assert shown["ids"] == [p["id"] for p in points["front"]]
+    assert shown["x"] == [p["x"] for p in points["front"]]
+
+    generations = service.get(f"/searches/{service.nb201}/history")["generations"]
+    slider = page.locator("#history-slider")
+    assert slider.get_attribute("max") == str(len(generations) - 1)
+    slider.fill("0")
+    page.wait_for_function("document.getElementById('history-label').textContent.startsWith('1 of')")
+    drawn = page.evaluate("() => document.getElementById('history-plot').data[1].customdata")
+    assert set(drawn) <= {m["id"] for m in generations[0]["front"]} and drawn
+
+
+def test_compare_overlays_the_fronts_of_the_selected_searches(watched, service):
+    page = watched.page
+    page.goto(service.url + "/")
+    for search_id in (service.nb201, service.nasnet):
+        page.locator(f'[data-search-id="{search_id}"] input[type=checkbox]').check()
+    page.get_by_role("button", name="Compare").click()
+    page.wait_for_function("(document.getElementById('compare-plot')?.data || []).length === 4")
+    shown = page.evaluate("""() => document.getElementById('compare-plot').data
+      .filter((t) => t.meta !== undefined).map((t) => [t.meta, t.customdata])""")
+    assert sorted(meta for meta, _ in shown) == sorted([service.nb201, service.nasnet])
+    for search_id, ids in shown:
+        assert sorted(ids) == sorted(c["id"] for c in service.get(f"/searches/{search_id}/front")["items"])
+    # A click on a point opens that candidate in its own search.
+    trace = page.evaluate("document.getElementById('compare-plot').data.findIndex((t) => t.meta !== undefined)")
+    search_id, candidate_id = page.evaluate(
+        "(i) => [document.getElementById('compare-plot').data[i].meta,"
+        " document.getElementById('compare-plot').data[i].customdata[0]]", trace)
+    _click(page, page.evaluate(POINT_POSITION, ["compare-plot", trace, 0]))
+    page.wait_for_url(f"**/#/searches/{search_id}?candidate={candidate_id}")
+    page.locator("#candidate-panel h2", has_text=f"Candidate #{candidate_id}").wait_for()
+
+
+def test_pages_log_no_errors_and_request_only_this_machine(watched, service):
+    page = watched.page
+    page.goto(service.url + "/")
+    page.locator("#search-list tbody tr").first.wait_for()
+    shown = _open_search(page, service, service.nasnet)
+    _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+    page.locator("#candidate-panel svg.cell-drawing").first.wait_for()
+    page.goto(f"{service.url}/#/compare?ids={service.nb201},{service.nasnet}")
+    page.wait_for_function("(document.getElementById('compare-plot')?.data || []).length === 4")
+    page.wait_for_timeout(300)
+    assert watched.console_errors == []
+    assert watched.foreign_requests == []
+    assert any(url.endswith("/static/plotly.min.js") for url in watched.requests)
+
+
+def test_a_running_search_updates_live_until_it_ends(watched, service):
+    """The page follows the event stream while the real engine runs the search beside it."""
+    from dvolver.api import versions
+    from dvolver.engine import run
+    from dvolver.executors import InlineExecutor
+    from dvolver.spec import SearchSpec
+    from dvolver.store import Store
+
+    store = Store(service.db)
+    spec = SearchSpec.from_dict({"name": "live", "space": "nb201", "space_options": {"table": str(NB201_TABLE)},
+                                 "evaluations": 60, "population": 10, "seed": 3})
+    search_id = store.create_search(spec.model_dump(mode="json"), versions())
+    page = watched.page
+    page.goto(f"{service.url}/#/searches/{search_id}")
+    head = page.locator(".search-head")
+    head.locator(".badge", has_text="queued").wait_for()
+    # Table look-ups take microseconds: a pause per result leaves the page time to show the search midway.
+    engine = threading.Thread(target=run, args=(store, search_id, InlineExecutor()),
+                              kwargs={"on_progress": lambda _: time.sleep(0.05)})
+    engine.start()
+    try:
+        head.locator(".badge", has_text="running").wait_for()
+        page.wait_for_function("""() => {
+          const m = document.querySelector('.search-head .progress').textContent.match(/(\\d+) \\/ 60/);
+          return m && Number(m[1]) > 0 && Number(m[1]) < 60;
+        }""")
+    finally:
+        engine.join(timeout=60)
+    head.locator(".badge", has_text="finished").wait_for()
+    front = service.get(f"/searches/{search_id}/front")["items"]
+    page.wait_for_function(f"document.getElementById('front-count').textContent === '{len(front)}'")
+    assert sorted(page.evaluate(FRONT_TRACE)["ids"]) == sorted(c["id"] for c in front)
+    assert "60 / 60" in head.inner_text()
+    assert watched.console_errors == []
+
+
+def test_a_closed_service_asks_for_a_token_and_exports_with_it(watched, service):
+    """Reads need a token: the page asks once, keeps it, sends it, and export links still download."""
+    from dvolver.api import versions
+    from dvolver.engine import run
+    from dvolver.executors import InlineExecutor
+    from dvolver.spec import SearchSpec
+    from dvolver.store import Store
+
+    store = Store(service.db)
+    token = store.create_token("dashboard-test", owner="alice")
+    spec = SearchSpec.from_dict({"name": "alice's", "space": "nb201", "space_options": {"table": str(NB201_TABLE)},
+                                 "evaluations": 40, "population": 10})
+    search_id = store.create_search(spec.model_dump(mode="json"), versions(), owner="alice")
+    run(store, search_id, InlineExecutor())
+    page = watched.page
+    with _serving(service.db, open_reads=False) as url:
+        page.goto(f"{url}/#/searches/{search_id}")
+        page.locator("#token-dialog").wait_for(state="visible")
+        page.fill("#token-input", token)
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_function("window.dvolverFrontDrawnAt !== undefined")
+        assert page.evaluate("localStorage.getItem('dvolver.token')") == token
+        page.locator("#whoami", has_text="signed in as alice").wait_for()
+        shown = page.evaluate(FRONT_TRACE)
+        chosen = _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+        panel = page.locator("#candidate-panel")
+        panel.locator("h2", has_text=f"Candidate #{chosen}").wait_for()
+        with page.expect_download() as download:
+            panel.get_by_role("link", name="genotype").click()
+        saved = json.loads(Path(download.value.path()).read_text())
+        genome = httpx.get(f"{url}/searches/{search_id}/candidates/{chosen}",
+                           headers={"Authorization": f"Bearer {token}"}).json()["genome"]
+        assert saved["genome"] == genome and download.value.suggested_filename.endswith(".json")
+        # A reload goes straight in with the kept token.
+        page.reload()
+        page.wait_for_function("window.dvolverFrontDrawnAt !== undefined")
+        assert not page.locator("#token-dialog").is_visible()
+    assert watched.foreign_requests == []
