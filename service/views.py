@@ -42,7 +42,24 @@ class Snapshots:
         self.store, self.size = store, size
         self._items: OrderedDict[int, Snapshot] = OrderedDict()
         self._generations: OrderedDict[int, tuple[datetime, list[dict[str, Any]]]] = OrderedDict()
+        self._history: OrderedDict[int, tuple[tuple[Any, ...], bytes]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def history_json(self, search: Search, snapshot: Snapshot, max_generations: int) -> bytes:
+        """The history route's body, built once per state of the search: at 10,000 candidates it
+        is megabytes of JSON, too slow to rebuild on every request."""
+        events = self.generations(search)
+        key = (snapshot.key, len(events), max_generations)
+        with self._lock:
+            cached = self._history.get(search.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        body = history(events, snapshot, max_generations).model_dump_json().encode()
+        with self._lock:
+            self._history[search.id] = (key, body)
+            while len(self._history) > self.size:
+                self._history.popitem(last=False)
+        return body
 
     def generations(self, search: Search) -> list[dict[str, Any]]:
         """The search's generation events; the journal only grows, so only new ones are read."""

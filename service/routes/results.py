@@ -136,7 +136,8 @@ def points(search_id: SearchId, request: Request, x: ObjectiveName = "flops",
 
 @router.get("/searches/{search_id}/history", response_model=HistoryOut)
 def history(search_id: SearchId, request: Request, max_generations: int = Query(200, ge=1, le=100_000),
-            who: Caller = Depends(reader)) -> HistoryOut:
+            who: Caller = Depends(reader)) -> Response:
     """The front after each generation (thinned evenly to `max_generations`), for replaying a search."""
     search, snap = _snapshot(request, search_id, who)
-    return views.history(request.app.state.snapshots.generations(search), snap, max_generations)
+    body = request.app.state.snapshots.history_json(search, snap, max_generations)
+    return Response(body, media_type="application/json")
