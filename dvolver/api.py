@@ -10,7 +10,7 @@ from typing import Any
 import search_spaces
 
 from .engine import Progress, SearchResult, run
-from .errors import DvolverError
+from .errors import ConflictError, DvolverError
 from .executors import Executor, InlineExecutor, RayExecutor
 from .spec import SearchSpec
 from .store import Store
@@ -57,7 +57,8 @@ def run_search(spec: SearchSpec | dict[str, Any] | None = None, *, db: str | Non
     pool = make_executor(spec, executor, workers, ray_address)
     try:
         store = Store(db)
-        search_id = store.create_search(spec.model_dump(mode="json"), versions())
+        # Created running, with no runner: a runner sharing this store never takes it.
+        search_id = store.create_search(spec.model_dump(mode="json"), versions(), status="running")
         if on_created:
             on_created(search_id)
         return run(store, search_id, pool, on_progress)
@@ -73,6 +74,10 @@ def resume_search(search_id: int, *, db: str | None = None, executor: str = "aut
     if search.status == "finished":
         raise DvolverError(f"search {search_id} has already finished; `dvolver front {search_id}` shows its front")
     pool = make_executor(SearchSpec.from_stored(search.spec), executor, workers, ray_address)
+    if not store.take_locally(search_id):
+        pool.shutdown()
+        raise ConflictError(f"search {search_id} is being run by runner {store.get_search(search_id).runner}; "
+                            "cancel it on the service first")
     try:
         return run(store, search_id, pool, on_progress)
     finally:

@@ -439,10 +439,8 @@ def serve(
     except DvolverError as exc:
         _fail(str(exc))
     children = []
-    for i in range(runners):
-        # Named after this service, so that a restarted service takes its searches back at once.
-        command = [sys.executable, "-m", "dvolver", "runner", "--db", url, "--workers", str(workers),
-                   "--name", f"serve-{host}-{port}-{i}"]
+    command = [sys.executable, "-m", "dvolver", "runner", "--db", url, "--workers", str(workers)]
+    for _ in range(runners):
         children.append(subprocess.Popen(command + (["--ray-address", ray_address] if ray_address else [])))
     err.print(f"Dvolver service on http://{host}:{port} (dashboard /, API docs /docs), store {settings.db}, "
               f"{runners} runner(s), reads {'open' if settings.open_reads else 'need a token'}", highlight=False)
@@ -458,14 +456,16 @@ def serve(
         for child in children:
             child.terminate()
         for child in children:
-            child.wait(timeout=60)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # stuck in a training step: it would only lose that step
+                child.kill()
 
 
 @app.command()
 def runner(
     db: str = DB,
-    name: str = typer.Option(None, help="this runner's name; a runner restarted under its old name takes its "
-                                        "searches back at once [host:pid]"),
+    name: str = typer.Option(None, help="this runner's name in the journal; unique among runners [host:pid]"),
     lease: float = typer.Option(30.0, help="seconds without a heartbeat after which another runner may take over"),
     workers: int = WORKERS,
     ray_address: str = RAY_ADDRESS,

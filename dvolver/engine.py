@@ -320,14 +320,15 @@ class _Run:
 
 def run(store: Store, search_id: int, executor: Executor,
         on_progress: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], str | None] | None = None) -> SearchResult:
+        should_stop: Callable[[], str | None] | None = None, holder: str | None = None) -> SearchResult:
     """Runs (or resumes) a search to its budget; every result is in the store as it arrives.
 
     `should_stop` is asked between results; when it returns a reason the loop raises `Stopped`
-    with it, leaving the search's status to the caller.
+    with it, leaving the search's status to the caller. `holder`: the runner that holds the
+    search; its status is then only written while that runner still holds it.
     """
     loop = _Run(store, search_id, executor, on_progress, should_stop)
-    store.set_status(search_id, "running")
+    store.set_status(search_id, "running", holder=holder)
     started = time.perf_counter()
     try:
         loop.run()
@@ -336,14 +337,14 @@ def run(store: Store, search_id: int, executor: Executor,
         raise
     except KeyboardInterrupt:
         store.update_stats(search_id, loop.stats())
-        store.set_status(search_id, "interrupted")
+        store.set_status(search_id, "interrupted", holder=holder)
         raise
     except Exception as exc:
         store.update_stats(search_id, loop.stats())
-        store.set_status(search_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        store.set_status(search_id, "failed", error=f"{type(exc).__name__}: {exc}", holder=holder)
         raise
     store.update_stats(search_id, {"wall_seconds": round(time.perf_counter() - started, 3)})
-    store.set_status(search_id, "finished")
+    store.set_status(search_id, "finished", holder=holder)
     return result(store, search_id)
 
 

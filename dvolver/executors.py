@@ -118,7 +118,15 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=workers * cpus, **common)
             self._owns_ray = True
-        total_cpus = int(ray.cluster_resources().get("CPU", workers * cpus))
+        resources = ray.cluster_resources()
+        total_cpus = int(resources.get("CPU", workers * cpus))
+        # A task asking for more than any cluster could give would wait forever: say so instead.
+        if cpus > total_cpus or gpus > resources.get("GPU", 0):
+            if self._owns_ray:
+                ray.shutdown()
+            raise ValueError(f"an evaluation asks for {cpus} CPU(s) and {gpus:g} GPU(s) but the Ray cluster has "
+                             f"{total_cpus} CPU(s) and {resources.get('GPU', 0):g} GPU(s); lower cpus_per_eval / "
+                             "gpus_per_eval or add machines")
         self.slots = max(1, total_cpus // cpus) if address else max(1, min(workers, total_cpus // cpus))
         self._remote = ray.remote(timed_call).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries)
 
@@ -143,6 +151,11 @@ class RayExecutor:
         for ref in handles:
             with contextlib.suppress(Exception):  # already finished or gone: nothing left to cancel
                 self._ray.cancel(ref, force=True)
+
+    @property
+    def owns_ray(self) -> bool:
+        """True when this executor started the Ray it uses (and so stops it on shutdown)."""
+        return self._owns_ray
 
     def shutdown(self) -> None:
         if self._owns_ray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,7 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .errors import ConflictError, NotFoundError, StoreError
+from .errors import ConflictError, DvolverError, NotFoundError, StoreError
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
 # Searches are queued, running, interrupted, cancelled, finished or failed; only queued and running
@@ -51,6 +52,7 @@ DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
 FINAL_STATUSES = ("finished", "failed", "infeasible")
 ACTIVE_SEARCH_STATUSES = ("queued", "running")
 RESUMABLE_STATUSES = ("interrupted", "failed", "cancelled")
+SEARCH_STATUSES = (*ACTIVE_SEARCH_STATUSES, "finished", *RESUMABLE_STATUSES)
 TOKEN_PREFIX = "dvt_"
 
 
@@ -240,25 +242,29 @@ class Store:
         with self._session() as s:
             return int(s.scalar(_search_filter(select(func.count(SearchRow.id)), status, owner)) or 0)
 
-    def set_status(self, search_id: int, status: str, error: str | None = None) -> None:
+    def set_status(self, search_id: int, status: str, error: str | None = None, holder: str | None = None) -> bool:
+        """Moves a search to `status`. With `holder`, only while that runner still holds it running:
+        a runner that lost its search must not overwrite what the new holder writes. True if moved."""
         with self._session.begin() as s:
-            row = s.get(SearchRow, search_id)
-            if row is None:
+            condition = [SearchRow.runner == holder, SearchRow.status == "running"] if holder else []
+            if _transition(s, search_id, status, error, *condition):
+                return True
+            if holder is None:
                 raise NotFoundError(f"no search {search_id}")
-            _set_status(s, row, status, error)
+            return False
 
-    # Runners. Every change below is one conditional UPDATE, so runners sharing a database never
-    # both take a search: the database decides who got it.
+    # Runners. Every change below is one conditional UPDATE, so that runners (and the API) sharing a
+    # database never act on a search at once: the database decides who got it.
 
     def claim_search(self, runner: str, lease_seconds: float) -> Search | None:
-        """Takes the oldest queued search, or a running one whose runner's lease has run out (or that
-        this same runner held before it restarted); None when there is nothing to take."""
+        """Takes the oldest queued search, or a running one whose runner's lease has run out; None
+        when there is nothing to take. Searches run by `dvolver search` have no runner and no lease:
+        nobody takes them over."""
         now = _now()
         takeable = or_(SearchRow.status == "queued",
-                       (SearchRow.status == "running") & SearchRow.runner.is_not(None)
-                       & ((SearchRow.lease_until < now) | (SearchRow.runner == runner)))
+                       (SearchRow.status == "running") & SearchRow.runner.is_not(None) & (SearchRow.lease_until < now))
         with self._session.begin() as s:
-            for search_id in s.scalars(select(SearchRow.id).where(takeable).order_by(SearchRow.id).limit(20)):
+            for search_id in list(s.scalars(select(SearchRow.id).where(takeable).order_by(SearchRow.id).limit(20))):
                 taken = s.execute(update(SearchRow).where(SearchRow.id == search_id, takeable).values(
                     status="running", runner=runner, lease_until=now + timedelta(seconds=lease_seconds)))
                 if taken.rowcount == 1:
@@ -279,53 +285,46 @@ class Store:
     def request_cancel(self, search_id: int) -> Search:
         """A queued search is cancelled at once; a running one when its runner next looks."""
         with self._session.begin() as s:
-            row = s.get(SearchRow, search_id)
-            if row is None:
-                raise NotFoundError(f"no search {search_id}")
-            if row.status == "queued":
-                _set_status(s, row, "cancelled")
-            elif row.status == "running":
-                row.cancel_requested = True
-                s.add(EventRow(search_id=search_id, kind="cancel_requested", payload={}))
-            else:
-                raise ConflictError(f"search {search_id} is {row.status}: only queued or running searches can be "
-                                    "cancelled")
-            s.flush()
-            return _search(row)
+            if not _transition(s, search_id, "cancelled", None, SearchRow.status == "queued"):
+                flagged = s.execute(update(SearchRow).where(SearchRow.id == search_id, SearchRow.status == "running")
+                                    .values(cancel_requested=True))
+                if flagged.rowcount == 1:
+                    s.add(EventRow(search_id=search_id, kind="cancel_requested", payload={}))
+                else:
+                    raise _cannot(s, search_id, "only queued or running searches can be cancelled")
+            return _search(s.get(SearchRow, search_id))
 
     def requeue(self, search_id: int) -> Search:
         """Puts a stopped search back in the queue; a runner resumes it from its journal."""
         with self._session.begin() as s:
-            row = s.get(SearchRow, search_id)
-            if row is None:
-                raise NotFoundError(f"no search {search_id}")
-            if row.status not in RESUMABLE_STATUSES:
-                raise ConflictError(f"search {search_id} is {row.status}: only {', '.join(RESUMABLE_STATUSES)} "
-                                    "searches can be resumed")
-            _set_status(s, row, "queued")
-            s.flush()
-            return _search(row)
+            if not _transition(s, search_id, "queued", None, SearchRow.status.in_(RESUMABLE_STATUSES)):
+                raise _cannot(s, search_id, f"only {', '.join(RESUMABLE_STATUSES)} searches can be resumed")
+            return _search(s.get(SearchRow, search_id))
+
+    def take_locally(self, search_id: int) -> bool:
+        """For `dvolver resume`: runs the search in this process, unless a live runner holds it."""
+        with self._session.begin() as s:
+            taken = _transition(s, search_id, "running", None, or_(
+                SearchRow.status.in_(RESUMABLE_STATUSES + ("queued",)),
+                (SearchRow.status == "running") & (SearchRow.runner.is_(None) | (SearchRow.lease_until < _now()))))
+            if taken:  # no runner and no lease: no runner takes it over while this process runs it
+                s.execute(update(SearchRow).where(SearchRow.id == search_id).values(runner=None, lease_until=None))
+            return taken
 
     def release(self, search_id: int, runner: str) -> None:
         """A runner that shuts down hands its search back to the queue for another to resume."""
-        with self._session.begin() as s:
-            row = s.get(SearchRow, search_id)
-            if row is not None and row.runner == runner and row.status == "running":
-                _set_status(s, row, "queued")
+        self.set_status(search_id, "queued", holder=runner)
 
     def delete_search(self, search_id: int) -> None:
         with self._session.begin() as s:
-            row = s.get(SearchRow, search_id)
-            if row is None:
-                raise NotFoundError(f"no search {search_id}")
-            if row.status == "running":
-                raise ConflictError(f"search {search_id} is running: cancel it first")
             candidate_ids = select(CandidateRow.id).where(CandidateRow.search_id == search_id)
             # Explicit deletes: SQLite only cascades with foreign keys on, which other tools may not set.
             s.execute(delete(WeightsRow).where(WeightsRow.candidate_id.in_(candidate_ids)))
             s.execute(delete(CandidateRow).where(CandidateRow.search_id == search_id))
             s.execute(delete(EventRow).where(EventRow.search_id == search_id))
-            s.delete(row)
+            gone = s.execute(delete(SearchRow).where(SearchRow.id == search_id, SearchRow.status != "running"))
+            if gone.rowcount != 1:  # raising rolls the deletes above back
+                raise _cannot(s, search_id, "cancel it first")
 
     def update_stats(self, search_id: int, stats: dict[str, Any]) -> None:
         with self._session.begin() as s:
@@ -367,9 +366,14 @@ class Store:
                            payload={"candidate": row.id, "key": key, "status": status, "objectives": row.objectives}))
             return _candidate(row)
 
-    def candidates(self, search_id: int, statuses: tuple[str, ...] | None = None) -> list[Candidate]:
+    def candidates(self, search_id: int, statuses: tuple[str, ...] | None = None, after: int = 0,
+                   also: Iterable[int] = ()) -> list[Candidate]:
+        """The search's candidates in id order; with `after`, only those past that id, plus the ids in
+        `also` (a reader catching up: new rows, and rows that were pending when it last looked)."""
         with self._session() as s:
             query = select(CandidateRow).where(CandidateRow.search_id == search_id).order_by(CandidateRow.id)
+            if after or also:
+                query = query.where(or_(CandidateRow.id > after, CandidateRow.id.in_(list(also))))
             if statuses:
                 query = query.where(CandidateRow.status.in_(statuses))
             return [_candidate(r) for r in s.scalars(query)]
@@ -451,16 +455,27 @@ def _search_filter(query: Any, status: str | tuple[str, ...] | None, owner: str 
     return query
 
 
-def _set_status(s: Any, row: SearchRow, status: str, error: str | None = None) -> None:
-    row.status = status
-    row.error = error
+def _cannot(s: Any, search_id: int, advice: str) -> DvolverError:
+    row = s.get(SearchRow, search_id)
+    if row is None:
+        return NotFoundError(f"no search {search_id}")
+    return ConflictError(f"search {search_id} is {row.status}: {advice}")
+
+
+def _transition(s: Any, search_id: int, status: str, error: str | None, *conditions: Any) -> bool:
+    """One conditional UPDATE of a search's status, with its journal event; False if nothing matched."""
+    now = _now()
+    values: dict[str, Any] = {"status": status, "error": error}
     if status == "running":
-        row.started_at = row.started_at or _now()
-        row.finished_at = None
+        values |= {"started_at": func.coalesce(SearchRow.started_at, now), "finished_at": None}
     else:
-        row.runner, row.lease_until, row.cancel_requested = None, None, False
-        row.finished_at = None if status == "queued" else _now()
-    s.add(EventRow(search_id=row.id, kind="status", payload={"status": status, "error": error}))
+        values |= {"runner": None, "lease_until": None, "cancel_requested": False,
+                   "finished_at": None if status == "queued" else now}
+    moved = s.execute(update(SearchRow).where(SearchRow.id == search_id, *conditions).values(**values))
+    if moved.rowcount != 1:
+        return False
+    s.add(EventRow(search_id=search_id, kind="status", payload={"status": status, "error": error}))
+    return True
 
 
 def _add_missing_columns(engine: Engine) -> None:

@@ -2,9 +2,8 @@
 
 Several runners may share one database; the store's conditional claim makes sure each search has
 one runner at a time. A runner holds a lease on its search and renews it while it works. If the
-runner dies, the lease runs out and any runner takes the search over; a runner restarted under
-the same name takes it back at once. The engine then replays the journal, so finished
-candidates are reused, not retrained.
+runner dies, the lease runs out and any runner (a restarted one included) takes the search over;
+the engine then replays the journal, so finished candidates are reused, not retrained.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from typing import Any
 from dvolver.api import make_executor
 from dvolver.engine import Stopped, run
 from dvolver.errors import DvolverError
-from dvolver.executors import RayExecutor
 from dvolver.spec import SearchSpec
 from dvolver.store import Search, Store
 
@@ -40,28 +38,35 @@ class _Watch(threading.Thread):
         self.store, self.search_id, self.runner = store, search_id, runner
         self.lease_seconds, self.shutdown = lease_seconds, shutdown
         self.done = threading.Event()
-        self._reason: str | None = None
+        self._lost = False
+        self._cancelled = False
 
     def reason(self) -> str | None:
-        if self.shutdown.is_set():
-            return "shutdown"
-        return self._reason
+        if self._lost:
+            return "lost"
+        if self._cancelled:
+            return "cancelled"
+        return "shutdown" if self.shutdown.is_set() else None
 
     def run(self) -> None:
+        # Renewal goes on until the engine has stopped, whatever the reason: a search being cancelled
+        # is still this runner's until its status says otherwise.
         renew_every = self.lease_seconds / 3
         last_renewal = time.monotonic()
         while not self.done.wait(min(1.0, renew_every)):
             try:
                 if time.monotonic() - last_renewal >= renew_every:
                     if not self.store.renew_lease(self.search_id, self.runner, self.lease_seconds):
-                        self._reason = "lost"
+                        self._lost = True
                         return
                     last_renewal = time.monotonic()
-                if self.store.get_search(self.search_id).cancel_requested:
-                    self._reason = "cancelled"
-                    return
-            except Exception:  # a database hiccup: the next round tries again, the lease has slack
+                if not self._cancelled:
+                    self._cancelled = self.store.get_search(self.search_id).cancel_requested
+            except Exception:  # a database hiccup: try again next round; the lease has slack
                 log.warning("search %s: cannot reach the store to renew the lease", self.search_id, exc_info=True)
+                if time.monotonic() - last_renewal > self.lease_seconds:
+                    self._lost = True  # another runner may have taken the search by now
+                    return
 
 
 class Runner:
@@ -75,14 +80,19 @@ class Runner:
         self.lease_seconds, self.poll_seconds = lease_seconds, poll_seconds
         self.workers, self.ray_address, self.executor = workers, ray_address, executor
         self.shutdown = threading.Event()
-        self._ray: RayExecutor | None = None
+        self._ray_owner: Any = None
 
     def serve(self, once: bool = False) -> None:
         """Claims and runs searches until `shutdown` is set (or, with `once`, until the queue is empty)."""
         log.info("runner %s serving %s", self.name, self.store.display_url)
         try:
             while not self.shutdown.is_set():
-                search = self.store.claim_search(self.name, self.lease_seconds)
+                try:
+                    search = self.store.claim_search(self.name, self.lease_seconds)
+                except Exception:  # the database is away: wait and try again rather than exit
+                    log.warning("runner %s: cannot claim from the store", self.name, exc_info=True)
+                    self.shutdown.wait(max(self.poll_seconds, 5.0))
+                    continue
                 if search is None:
                     if once:
                         return
@@ -90,8 +100,8 @@ class Runner:
                     continue
                 self.run_claimed(search)
         finally:
-            if self._ray is not None:
-                self._ray.shutdown()
+            if self._ray_owner is not None:
+                self._ray_owner.shutdown()
 
     def run_claimed(self, search: Search) -> str:
         """Runs a claimed search; returns what became of it."""
@@ -101,45 +111,35 @@ class Runner:
         pool: Any = None
         try:
             spec = SearchSpec.from_stored(search.spec)
-            self._start_ray(spec)
             pool = make_executor(spec, self.executor, self.workers, self.ray_address)
-            run(self.store, search.id, pool, should_stop=watch.reason)
+            if getattr(pool, "owns_ray", False) and self._ray_owner is None:
+                self._ray_owner = pool  # the Ray it started serves every later search, until the runner stops
+            run(self.store, search.id, pool, should_stop=watch.reason, holder=self.name)
             outcome = "finished"
         except Stopped as stop:
             outcome = self._stopped(search.id, stop.reason)
-        except Exception as exc:  # the engine has recorded the failure on the search; keep serving others
+        except Exception as exc:  # recorded on the search (below, if the engine had not started); keep serving
             log.error("runner %s: search %s failed: %s", self.name, search.id, exc)
-            self._fail_unrecorded(search.id, exc)
+            self._record_failure(search.id, exc)
             outcome = "failed"
         finally:
             watch.done.set()
-            if pool is not None:
+            if pool is not None and pool is not self._ray_owner:
                 pool.shutdown()
         log.info("runner %s: search %s %s", self.name, search.id, outcome)
         return outcome
 
     def _stopped(self, search_id: int, reason: str) -> str:
         if reason == "cancelled":
-            self.store.set_status(search_id, "cancelled")
+            self.store.set_status(search_id, "cancelled", holder=self.name)
         elif reason == "shutdown":
             self.store.release(search_id, self.name)  # back to the queue, for this or another runner
         return reason  # "lost": another runner has it now; its status is theirs to set
 
-    def _fail_unrecorded(self, search_id: int, exc: Exception) -> None:
-        """Errors before the engine started (a space that no longer loads, no Ray) leave the search
-        claimed but still marked running: record them, or it would wait for a lease to expire."""
+    def _record_failure(self, search_id: int, exc: Exception) -> None:
+        """Errors before the engine started (a space that no longer loads, no Ray) would leave the
+        search running under this runner until its lease ran out: mark it failed now."""
         try:
-            if self.store.get_search(search_id).status == "running":
-                self.store.set_status(search_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        except DvolverError:
-            pass
-
-    def _start_ray(self, spec: SearchSpec) -> None:
-        """One Ray for the runner's lifetime, started when the first search needs it."""
-        wants_ray = self.executor == "ray" or (self.executor == "auto" and (not spec.table_mode or self.ray_address))
-        if wants_ray and self._ray is None:
-            try:
-                self._ray = RayExecutor(workers=self.workers, address=self.ray_address)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = f"the Ray cluster at {self.ray_address}" if self.ray_address else "a local Ray"
-                raise DvolverError(f"cannot start {where}: {exc}") from exc
+            self.store.set_status(search_id, "failed", error=f"{type(exc).__name__}: {exc}", holder=self.name)
+        except Exception:
+            log.warning("runner %s: cannot record the failure of search %s", self.name, search_id, exc_info=True)

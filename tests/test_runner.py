@@ -44,8 +44,23 @@ def test_a_lease_that_runs_out_lets_another_runner_take_over(db):
     assert store.claim_search("b", lease_seconds=10).runner == "b"
     assert not store.renew_lease(sid, "a", 10)  # a has lost it, and is told so
     assert store.renew_lease(sid, "b", 10)
-    # A runner restarted under its old name takes its search back without waiting for the lease.
-    assert store.claim_search("b", lease_seconds=10).id == sid
+    assert store.claim_search("b", lease_seconds=10) is None  # not even by a runner of the same name
+    # A runner that lost its search cannot write its status over the new holder's.
+    assert not store.set_status(sid, "failed", "stale", holder="a")
+    assert store.get_search(sid).status == "running"
+    assert store.set_status(sid, "finished", holder="b")
+
+
+def test_searches_run_by_the_cli_are_never_taken_by_a_runner(nb201_table, db):
+    from dvolver.api import run_search
+
+    run_search(table_spec(nb201_table, evaluations=10), db=db, executor="inline",
+               on_progress=lambda p: _assert_unclaimable(db))
+    assert [e for e in Store(db).events(1) if e["kind"] == "claimed"] == []
+
+
+def _assert_unclaimable(db: str) -> None:
+    assert Store(db).claim_search("intruder", 10) is None
 
 
 def test_a_cancelled_queued_search_is_never_claimed(db):

@@ -40,7 +40,8 @@ def test_serve_runs_submitted_searches_and_stops_its_runner_with_it(nb201_table,
     finally:
         serve.send_signal(signal.SIGTERM)
         _, stderr = serve.communicate(timeout=60)
-    assert serve.returncode is not None
+    assert serve.returncode == 0, stderr
     assert "1 runner(s)" in stderr
-    leftovers = subprocess.run(["pgrep", "-f", f"serve-127.0.0.1-{port}"], capture_output=True, text=True).stdout
+    leftovers = subprocess.run(["pgrep", "-f", f"dvolver runner --db sqlite:///{db}"], capture_output=True,
+                               text=True).stdout
     assert leftovers.strip() == "", f"runner processes left behind: {leftovers}"

@@ -129,6 +129,8 @@ def test_killing_the_runner_mid_search_loses_and_retrains_nothing(service):
     after = {c.key: (c.worker, c.seconds) for c in store.candidates(sid, ("finished",))}
     assert len(after) == 16
     assert all(after[k] == v for k, v in before.items())  # the results from before the kill, untouched
+    stats = store.get_search(sid).stats  # what the second runner did: reuse, and train only the rest
+    assert stats["reused"] == len(before) and stats["trained"] == 16 - len(before)
     finals = [e["payload"]["key"] for e in store.events(sid, kinds=("candidate",))
               if e["payload"]["status"] == "finished"]
     assert sorted(finals) == sorted(after)  # each candidate finished exactly once
