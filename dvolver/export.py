@@ -56,9 +56,7 @@ def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: byte
         raise ExportError(f"unknown export format {fmt!r}; choose among {', '.join(FORMATS)}")
     genome = tuple(int(g) for g in genome)
     options = search_spaces.options_model(spec.space)(**spec.space_options).model_dump()
-    # A results table only scores genomes; building and describing never need it, and the file
-    # may be gone by the time a finished search is exported.
-    space = search_spaces.make_space(spec.space, {k: v for k, v in options.items() if k != "table"})
+    space = search_spaces.structure_space(spec.space, options)
     try:
         space.codec().check(genome)
     except ValueError as exc:
@@ -185,7 +183,12 @@ def export_candidate(store: Store, search_id: int, candidate_id: int, fmt: str) 
     if (shape is None or classes is None) and not spec.table_mode:  # searches stored before these stats
         dataset = data.load(spec.dataset)
         shape, classes = dataset.input_shape, dataset.num_classes
-    return export(spec, found.genome, fmt, weights=store.weights(candidate_id),
-                  input_shape=tuple(shape) if shape else None, num_classes=classes,
-                  name=f"search{search_id}-candidate{candidate_id}",
-                  info={"key": found.key, "objectives": found.objectives, "metrics": found.metrics})
+    try:
+        return export(spec, found.genome, fmt, weights=store.weights(candidate_id),
+                      input_shape=tuple(shape) if shape else None, num_classes=classes,
+                      name=f"search{search_id}-candidate{candidate_id}",
+                      info={"key": found.key, "objectives": found.objectives, "metrics": found.metrics})
+    except DvolverError:
+        raise
+    except Exception as exc:  # a tracer or exporter failing on this network: a user error, not a crash
+        raise ExportError(f"exporting candidate {candidate_id} as {fmt} failed: {type(exc).__name__}: {exc}") from exc

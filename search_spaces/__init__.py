@@ -30,10 +30,17 @@ def make_space(name: str, options: dict[str, Any] | None = None) -> SearchSpace:
     return _make_space(name, json.dumps(options or {}, sort_keys=True))
 
 
+def structure_space(name: str, options: dict[str, Any] | None = None) -> SearchSpace:
+    """The space without its results table: enough to build, describe or canonicalise a genome, and
+    it still loads when a finished search's table file has moved."""
+    return make_space(name, {k: v for k, v in (options or {}).items() if k != "table"})
+
+
 @lru_cache(maxsize=16)
 def _make_space(name: str, options_json: str) -> SearchSpace:
     space_cls, options_cls = SPACES[name]
     return space_cls(options_cls(**json.loads(options_json)))
 
 
-__all__ = ["KEY_SCHEME", "SPACES", "Genome", "GenomeCodec", "SearchSpace", "genome_key", "make_space", "options_model"]
+__all__ = ["KEY_SCHEME", "SPACES", "Genome", "GenomeCodec", "SearchSpace", "genome_key", "make_space", "options_model",
+           "structure_space"]

@@ -35,6 +35,7 @@ class Snapshot:
     by_id: dict[int, Candidate]
     front: list[Candidate]  # non-dominated over all the search's objectives, sorted by the first
     front_ids: frozenset[int]
+    pending: frozenset[int]  # ids whose rows may still change
 
 
 class Snapshots:
@@ -80,20 +81,34 @@ class Snapshots:
         key = (search.created_at, *self.store.candidate_counts(search.id))
         with self._lock:
             cached = self._items.get(search.id)
-            if cached is not None and cached.key == key:
-                self._items.move_to_end(search.id)
-                return cached
-        spec = SearchSpec.from_stored(search.spec)
-        candidates = self.store.candidates(search.id)
-        first = spec.objectives[0]
-        front = sorted(pareto_front(candidates, spec), key=lambda c: minimised(c, [first]))
-        snapshot = Snapshot(key, spec, candidates, {c.id: c for c in candidates}, front,
-                            frozenset(c.id for c in front))
+        if cached is not None and cached.key == key:
+            return cached
+        if cached is not None and cached.key[0] == search.created_at:
+            # A running search: read only the rows added since, and those that were pending.
+            changed = self.store.candidates(search.id, after=max(cached.by_id, default=0), also=cached.pending)
+            by_id = cached.by_id | {c.id: c for c in changed}
+            candidates = [by_id[i] for i in sorted(by_id)]
+            # Final rows never change, so the new front is the front of the old one and the new finals.
+            pool = cached.front + [c for c in changed if c.status != "pending"]
+            snapshot = _snapshot(key, cached.spec, candidates, by_id, pool)
+        else:
+            spec = SearchSpec.from_stored(search.spec)
+            candidates = self.store.candidates(search.id)
+            snapshot = _snapshot(key, spec, candidates, {c.id: c for c in candidates}, candidates)
         with self._lock:
             self._items[search.id] = snapshot
+            self._items.move_to_end(search.id)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return snapshot
+
+
+def _snapshot(key: tuple[Any, ...], spec: SearchSpec, candidates: list[Candidate], by_id: dict[int, Candidate],
+              front_pool: list[Candidate]) -> Snapshot:
+    first = spec.objectives[0]
+    front = sorted(pareto_front(front_pool, spec), key=lambda c: minimised(c, [first]))
+    return Snapshot(key, spec, candidates, by_id, front, frozenset(c.id for c in front),
+                    frozenset(c.id for c in candidates if c.status == "pending"))
 
 
 def summary(search: Search) -> schemas.SearchSummary:

@@ -74,10 +74,15 @@ def test_reads_need_a_token_when_the_service_is_closed(service):
 
 def test_another_owners_search_is_404(service):
     http, sid, bob = service["http"], service["search"], _auth(service["bob"])
+    cid = http.get(f"/searches/{sid}/front", headers=_auth(service["alice"])).json()["items"][0]["id"]
     for method, path in (("GET", f"/searches/{sid}"), ("GET", f"/searches/{sid}/front"),
-                         ("GET", f"/searches/{sid}/candidates"), ("GET", f"/searches/{sid}/events"),
-                         ("POST", f"/searches/{sid}/cancel"), ("DELETE", f"/searches/{sid}")):
-        assert http.request(method, path, headers=bob).status_code == 404, (method, path)
+                         ("GET", f"/searches/{sid}/candidates"), ("GET", f"/searches/{sid}/candidates/{cid}"),
+                         ("GET", f"/searches/{sid}/candidates/{cid}/export"), ("GET", f"/searches/{sid}/points"),
+                         ("GET", f"/searches/{sid}/history"), ("GET", f"/searches/{sid}/events"),
+                         ("POST", f"/searches/{sid}/cancel"), ("POST", f"/searches/{sid}/resume"),
+                         ("DELETE", f"/searches/{sid}")):
+        response = http.request(method, path, headers=bob)
+        assert response.status_code == 404 and response.json() == {"detail": f"no search {sid}"}, (method, path)
     assert http.get("/searches", headers=bob).json()["total"] == 0
     assert http.get("/searches", headers=_auth(service["alice"])).json()["total"] >= 1
 
@@ -104,10 +109,12 @@ def test_an_oversized_body_is_413_and_creates_nothing(service):
     store = service["store"]
     before = store.count_searches()
     padded = json.dumps(table_spec(service["table"], name="x" * 100) | {"space_options": {
-        "table": str(service["table"]), "padding": "y" * 100_000}})
-    response = service["http"].post("/searches", content=padded, headers=_auth(service["alice"]) |
-                                    {"Content-Type": "application/json"})
-    assert response.status_code == 413
+        "table": str(service["table"]), "padding": "y" * 100_000}}).encode()
+    headers = _auth(service["alice"]) | {"Content-Type": "application/json"}
+    declared = service["http"].post("/searches", content=padded, headers=headers)
+    chunked = service["http"].post("/searches", content=iter([padded[:50_000], padded[50_000:]]), headers=headers)
+    for response in (declared, chunked):
+        assert response.status_code == 413 and "limit" in response.json()["detail"]
     assert store.count_searches() == before
 
 
@@ -212,15 +219,22 @@ def test_resume_and_delete_follow_the_status(service):
     conflict = http.post(f"/searches/{sid}/resume", headers=alice)
     assert conflict.status_code == 409 and "finished" in conflict.json()["detail"]
     assert http.post(f"/searches/{sid}/cancel", headers=alice).status_code == 409
+    # A cancelled search resumes from the queue; a finished one is deleted with everything it holds.
+    other = http.post("/searches", json=table_spec(service["table"], evaluations=20), headers=alice).json()["id"]
+    assert http.post(f"/searches/{other}/cancel", headers=alice).json()["status"] == "cancelled"
+    assert http.post(f"/searches/{other}/resume", headers=alice).json()["status"] == "queued"
+    Runner(service["store"].url, "test-runner", executor="inline").serve(once=True)
+    assert http.get(f"/searches/{other}", headers=alice).json()["status"] == "finished"
+    assert http.delete(f"/searches/{other}", headers=alice).status_code == 204
+    assert http.get(f"/searches/{other}/front", headers=alice).status_code == 404
+    assert service["store"].candidates(other) == [] and service["store"].events(other) == []
 
 
-def test_the_export_route_offers_exactly_the_formats_export_supports():
-    from typing import get_args
-
-    from dvolver.export import FORMATS
-    from service.routes.results import ExportFormat
-
-    assert get_args(ExportFormat) == FORMATS
+def test_a_malformed_last_event_id_is_ignored(service):
+    for header in ("\u00b2".encode(), b"9" * 30, b"-1", b"abc"):  # a superscript two passes str.isdigit()
+        response = service["http"].get(f"/searches/{service['search']}/events",
+                                       headers=_auth(service["alice"]) | {"Last-Event-ID": header})
+        assert response.status_code == 200 and response.text.rstrip().endswith('data: {"status": "finished"}')
 
 
 def test_the_api_docs_are_served_without_a_cdn(service):

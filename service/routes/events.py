@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -41,7 +42,8 @@ async def events(search_id: SearchId, request: Request, after: int = Query(0, ge
     """Events: candidate, front, generation, status; then `end` once the search has stopped."""
     store = request.app.state.store
     visible_search(store, search_id, who)
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after
+    # EventSource sends back the last id it saw; anything else in the header is ignored.
+    start = int(last_event_id) if last_event_id and re.fullmatch(r"[0-9]{1,18}", last_event_id) else after
     poll = request.app.state.settings.event_poll_seconds
 
     async def stream() -> AsyncIterator[str]:

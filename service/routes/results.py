@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 import search_spaces
 from dvolver.export import FORMATS, export_candidate
 from dvolver.objectives import OBJECTIVES
+from dvolver.store import FINAL_STATUSES
 
 from .. import views
 from ..auth import Caller, reader, visible_search
@@ -19,9 +20,10 @@ from ..schemas import CandidateDetail, CandidateId, CandidatePage, FrontOut, His
 
 router = APIRouter(tags=["results"])
 
-CandidateStatus = Literal["pending", "finished", "failed", "infeasible"]
-ObjectiveName = Literal["acc", "flops", "macs", "params", "latency"]
-ExportFormat = Literal["genotype", "state_dict", "torch_export", "onnx"]
+# Query values as enums in the OpenAPI schema, built from the registries they must match.
+CandidateStatus = Literal[("pending", *FINAL_STATUSES)]  # type: ignore[valid-type]
+ObjectiveName = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
+ExportFormat = Literal[FORMATS]  # type: ignore[valid-type]
 
 
 def _snapshot(request: Request, search_id: int, who: Caller) -> tuple[object, views.Snapshot]:
@@ -107,7 +109,7 @@ def candidate(search_id: SearchId, candidate_id: CandidateId, request: Request,
     """One candidate with its architecture (cells as small DAGs) and links to its exports."""
     search, snap = _snapshot(request, search_id, who)
     found = snap.by_id.get(candidate_id) or request.app.state.store.candidate(search_id, candidate_id)
-    space = search_spaces.make_space(snap.spec.space, snap.spec.space_options)
+    space = search_spaces.structure_space(snap.spec.space, snap.spec.space_options)
     has_weights = found.status == "finished" and not snap.spec.table_mode
     return CandidateDetail(**views.candidate(found, snap.front_ids).model_dump(),
                            architecture=space.describe(found.genome),

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 
 from dvolver.api import versions
 from dvolver.spec import SearchSpec
-from dvolver.store import ACTIVE_SEARCH_STATUSES
+from dvolver.store import ACTIVE_SEARCH_STATUSES, SEARCH_STATUSES
 
 from .. import views
 from ..auth import Caller, reader, visible_search, writer
@@ -18,7 +18,7 @@ from ..settings import Settings
 
 router = APIRouter(tags=["searches"])
 
-SearchStatus = Literal["queued", "running", "finished", "failed", "interrupted", "cancelled"]
+SearchStatus = Literal[SEARCH_STATUSES]  # type: ignore[valid-type]
 
 
 def _limit_error(loc: tuple[str, ...], message: str) -> RequestValidationError:
