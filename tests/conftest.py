@@ -63,24 +63,29 @@ def free_port() -> int:
 
 @contextmanager
 def live_service(settings):
-    """The real service on a loopback port (uvicorn in a thread); yields (base URL, app)."""
+    """The real service on a loopback port (uvicorn in a thread); yields (base URL, app).
+
+    The socket is bound here and handed to uvicorn, so no other process can take the port between.
+    """
     import uvicorn
 
     from service.app import create_app
 
     app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    host, port = sock.getsockname()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the service did not start")
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", app
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the service did not start")
+            time.sleep(0.05)
+        yield f"http://{host}:{port}", app
     finally:
         server.should_exit = True
         thread.join(15)
+        sock.close()

@@ -7,7 +7,6 @@ NASNet search (two cells to draw). Screenshots go to tests/artifacts/.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .conftest import NB201_TABLE, TINY
+from .conftest import NB201_TABLE, TINY, live_service
 
 pytestmark = pytest.mark.browser
 
@@ -72,28 +71,10 @@ class Watched:
 
 @contextmanager
 def _serving(db: str, open_reads: bool) -> Iterator[str]:
-    """The real service on a free loopback port, in a thread; yields its base URL."""
-    from service.app import create_app
     from service.settings import Settings
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    host, port = sock.getsockname()
-    app = create_app(Settings(db=f"sqlite:///{db}", open_reads=open_reads))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the service did not start")
-            time.sleep(0.05)
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with live_service(Settings(db=f"sqlite:///{db}", open_reads=open_reads)) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")
