@@ -38,9 +38,9 @@ def test_runners_sharing_a_store_never_run_a_search_twice(nb201_table, db):
 def test_a_lease_that_runs_out_lets_another_runner_take_over(db):
     store = Store(db)
     sid = store.create_search({"seed": 0, "evaluations": 1}, versions())
-    assert store.claim_search("a", lease_seconds=0.3).id == sid
+    assert store.claim_search("a", lease_seconds=3).id == sid
     assert store.claim_search("b", lease_seconds=10) is None  # a's lease still holds
-    time.sleep(0.4)
+    time.sleep(3.2)
     assert store.claim_search("b", lease_seconds=10).runner == "b"
     assert not store.renew_lease(sid, "a", 10)  # a has lost it, and is told so
     assert store.renew_lease(sid, "b", 10)
