@@ -23,3 +23,7 @@ class StoreError(DvolverError):
 
 class ConflictError(DvolverError):
     """The request does not fit the current state (cancelling a finished search, a taken name)."""
+
+
+class LimitError(DvolverError):
+    """A configured limit would be exceeded (a service's searches per owner)."""

@@ -43,7 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .errors import ConflictError, DvolverError, NotFoundError, StoreError
+from .errors import ConflictError, DvolverError, LimitError, NotFoundError, StoreError
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
 # Searches are queued, running, interrupted, cancelled, finished or failed; only queued and running
@@ -214,14 +214,28 @@ class Store:
         return self.engine.url.render_as_string(hide_password=True)
 
     def create_search(self, spec: dict[str, Any], versions: dict[str, Any], status: str = "queued",
-                      owner: str | None = None) -> int:
+                      owner: str | None = None, max_active: int | None = None) -> int:
+        """Stores a new search; with `max_active`, refuses (LimitError) one that would give `owner`
+        more queued or running searches than that."""
         with self._session.begin() as s:
             row = SearchRow(name=spec.get("name"), status=status, seed=int(spec.get("seed", 0)), spec=spec,
                             versions=versions, stats={}, owner=owner, cancel_requested=False)
             s.add(row)
             s.flush()
+            self._check_active(s, owner, max_active)
             s.add(EventRow(search_id=row.id, kind="status", payload={"status": status}))
             return row.id
+
+    def _check_active(self, s: Any, owner: str | None, max_active: int | None) -> None:
+        """Counts after the write, in its transaction, so that two requests at once cannot both
+        pass: SQLite lets one writer at a time, and PostgreSQL is told to, per owner."""
+        if max_active is None:
+            return
+        if self.engine.dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": owner or ""})
+        active = s.scalar(_search_filter(select(func.count(SearchRow.id)), ACTIVE_SEARCH_STATUSES, owner))
+        if active > max_active:  # raising rolls the write back
+            raise LimitError(f"{owner or 'this owner'} already has {active - 1} queued or running searches")
 
     def get_search(self, search_id: int) -> Search:
         with self._session() as s:
@@ -294,11 +308,12 @@ class Store:
                     raise _cannot(s, search_id, "only queued or running searches can be cancelled")
             return _search(s.get(SearchRow, search_id))
 
-    def requeue(self, search_id: int) -> Search:
+    def requeue(self, search_id: int, max_active: int | None = None) -> Search:
         """Puts a stopped search back in the queue; a runner resumes it from its journal."""
         with self._session.begin() as s:
             if not _transition(s, search_id, "queued", None, SearchRow.status.in_(RESUMABLE_STATUSES)):
                 raise _cannot(s, search_id, f"only {', '.join(RESUMABLE_STATUSES)} searches can be resumed")
+            self._check_active(s, s.get(SearchRow, search_id).owner, max_active)
             return _search(s.get(SearchRow, search_id))
 
     def take_locally(self, search_id: int) -> bool:

@@ -129,6 +129,18 @@ def test_concurrent_searches_per_owner_are_limited(service):
         assert http.get(f"/searches/{sid}", headers=bob).status_code == 404
 
 
+def test_simultaneous_submissions_cannot_pass_the_concurrency_limit_together(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    carol = _auth(service["store"].create_token("carol"))
+    body = table_spec(service["table"])
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(lambda _: service["http"].post("/searches", json=body, headers=carol).status_code,
+                                range(8)))
+    assert codes == [201] * 3 + [422] * 5
+    assert service["store"].count_searches(owner="carol") == 3
+
+
 def test_front_knee_and_best_under_a_budget(service):
     http, sid, alice = service["http"], service["search"], _auth(service["alice"])
     front = http.get(f"/searches/{sid}/front", headers=alice).json()["items"]

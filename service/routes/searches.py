@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from dvolver.api import versions
+from dvolver.errors import LimitError
 from dvolver.spec import SearchSpec
-from dvolver.store import ACTIVE_SEARCH_STATUSES, SEARCH_STATUSES
+from dvolver.store import SEARCH_STATUSES
 
 from .. import views
 from ..auth import Caller, reader, visible_search, writer
@@ -25,7 +26,7 @@ def _limit_error(loc: tuple[str, ...], message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "limit_exceeded"}])
 
 
-def check_limits(spec: SearchSpec, settings: Settings, running: int) -> None:
+def check_limits(spec: SearchSpec, settings: Settings) -> None:
     """A spec beyond what this service allows is refused before anything is stored."""
     for loc, value, limit, name in (
         (("population",), spec.population, settings.max_population, "max_population"),
@@ -34,18 +35,24 @@ def check_limits(spec: SearchSpec, settings: Settings, running: int) -> None:
     ):
         if value > limit:
             raise _limit_error(loc, f"{'.'.join(loc)} = {value} is over this service's limit {name} = {limit}")
-    if running >= settings.max_concurrent:
-        raise _limit_error((), f"you already have {running} queued or running searches, this service's limit "
-                               f"max_concurrent = {settings.max_concurrent}; wait for one or cancel one")
+
+
+def _too_many(exc: LimitError, settings: Settings) -> RequestValidationError:
+    return _limit_error((), f"{exc}, this service's limit max_concurrent = {settings.max_concurrent}; "
+                            "wait for one or cancel one")
 
 
 @router.post("/searches", status_code=201, response_model=SearchSummary,
              responses={401: {"description": "no token"}, 413: {"description": "body too large"}})
 def create_search(spec: SearchSpec, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
     """Queue a search; a runner picks it up. The body is the same SearchSpec the CLI builds."""
-    store = request.app.state.store
-    check_limits(spec, request.app.state.settings, store.count_searches(ACTIVE_SEARCH_STATUSES, who.owner))
-    search_id = store.create_search(spec.model_dump(mode="json"), versions(), owner=who.owner)
+    store, settings = request.app.state.store, request.app.state.settings
+    check_limits(spec, settings)
+    try:
+        search_id = store.create_search(spec.model_dump(mode="json"), versions(), owner=who.owner,
+                                        max_active=settings.max_concurrent)
+    except LimitError as exc:
+        raise _too_many(exc, settings) from None
     return views.summary(store.get_search(search_id))
 
 
@@ -82,9 +89,12 @@ def resume_search(search_id: SearchId, request: Request, who: Caller = Depends(w
     """Queue a stopped search again; its finished candidates are reused, never retrained."""
     store = request.app.state.store
     search = visible_search(store, search_id, who)
-    check_limits(SearchSpec.from_stored(search.spec), request.app.state.settings,
-                 store.count_searches(ACTIVE_SEARCH_STATUSES, who.owner))
-    return views.summary(store.requeue(search_id))
+    settings = request.app.state.settings
+    check_limits(SearchSpec.from_stored(search.spec), settings)  # the limits may have changed since
+    try:
+        return views.summary(store.requeue(search_id, max_active=settings.max_concurrent))
+    except LimitError as exc:
+        raise _too_many(exc, settings) from None
 
 
 @router.delete("/searches/{search_id}", status_code=204, response_class=Response)
