@@ -17,7 +17,7 @@ from dvolver.store import Store
 
 from .routes import dashboard, docs, events, health, results, searches
 from .settings import Settings
-from .views import Snapshots
+from .views import Exports, Snapshots
 
 ERROR_STATUS: list[tuple[type[DvolverError], int]] = [
     (NotFoundError, 404), (ConflictError, 409), (SpecError, 422), (StoreError, 503), (DvolverError, 400),
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = Store(settings.db)
     app.state.snapshots = Snapshots(app.state.store)
+    app.state.exports = Exports(app.state.store)
     for module in (health, searches, results, events, dashboard, docs):
         app.include_router(module.router)
     app.add_exception_handler(DvolverError, _dvolver_error)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dvolver.engine import minimised, pareto_front
+from dvolver.export import Exported, export_candidate
 from dvolver.jsonable import finite
 from dvolver.objectives import OBJECTIVES
 from dvolver.pareto import knee_point
@@ -101,6 +102,29 @@ class Snapshots:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return snapshot
+
+
+class Exports:
+    """Exported files, kept: a finished candidate's weights never change, and a torch.export or
+    ONNX export takes seconds of CPU that a second download should not cost again."""
+
+    def __init__(self, store: Store, size: int = 16) -> None:
+        self.store, self.size = store, size
+        self._items: OrderedDict[tuple[Any, ...], Exported] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, search: Search, candidate_id: int, fmt: str) -> Exported:
+        key = (search.id, search.created_at, candidate_id, fmt)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        out = export_candidate(self.store, search.id, candidate_id, fmt)
+        with self._lock:
+            self._items[key] = out
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return out
 
 
 def _snapshot(key: tuple[Any, ...], spec: SearchSpec, candidates: list[Candidate], by_id: dict[int, Candidate],

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 import search_spaces
-from dvolver.export import FORMATS, export_candidate
+from dvolver.export import FORMATS
 from dvolver.objectives import OBJECTIVES
 from dvolver.store import FINAL_STATUSES
 
@@ -121,8 +121,8 @@ def candidate(search_id: SearchId, candidate_id: CandidateId, request: Request,
 def export_file(search_id: SearchId, candidate_id: CandidateId, request: Request,
                 fmt: ExportFormat = Query("genotype", alias="format"), who: Caller = Depends(reader)) -> Response:
     """The candidate as a file: genotype JSON, or its trained network, checked against the original."""
-    visible_search(request.app.state.store, search_id, who)
-    out = export_candidate(request.app.state.store, search_id, candidate_id, fmt)
+    search = visible_search(request.app.state.store, search_id, who)
+    out = request.app.state.exports.get(search, candidate_id, fmt)
     return Response(out.data, media_type=out.media_type,
                     headers={"Content-Disposition": f'attachment; filename="{out.filename}"'})
 
