@@ -28,10 +28,18 @@ class Costs:
     params: int
     uncounted_ops: dict[str, int] = field(default_factory=dict)  # op -> calls fvcore could not count
     non_mac_ops: dict[str, int] = field(default_factory=dict)  # op -> fvcore's estimate, not in MACs
+    # With weights pruned to exact zeros (an unstructured mask): each conv and linear layer's MACs
+    # times the fraction of its weights kept, and the params left. None for a dense network.
+    sparse_macs: int | None = None
+    nonzero_params: int | None = None
 
     def as_metrics(self) -> dict[str, object]:
-        return {"macs": self.macs, "flops": self.flops, "params": self.params, "uncounted_ops": self.uncounted_ops,
-                "non_mac_ops": self.non_mac_ops}
+        metrics: dict[str, object] = {"macs": self.macs, "flops": self.flops, "params": self.params,
+                                      "uncounted_ops": self.uncounted_ops, "non_mac_ops": self.non_mac_ops}
+        if self.sparse_macs is not None:
+            metrics |= {"sparse_macs": self.sparse_macs, "sparse_flops": 2 * self.sparse_macs,
+                        "nonzero_params": self.nonzero_params}
+        return metrics
 
 
 def count(model: nn.Module, input_shape: tuple[int, ...]) -> Costs:
@@ -45,14 +53,35 @@ def count(model: nn.Module, input_shape: tuple[int, ...]) -> Costs:
         analysis = FlopCountAnalysis(model, torch.zeros(1, *input_shape, device=device))
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         with torch.no_grad():
-            by_op = analysis.by_operator()
+            by_module = analysis.by_module_and_operator()
         uncounted = dict(analysis.unsupported_ops())
     finally:
         model.train(was_training)
+    by_op = by_module[""]
     macs = int(sum(v for op, v in by_op.items() if op in MAC_OPS))
     others = {op: int(v) for op, v in by_op.items() if op not in MAC_OPS}
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return Costs(macs=macs, flops=2 * macs, params=params, uncounted_ops=uncounted, non_mac_ops=others)
+    sparse_macs, nonzero = _sparse(model, by_module, macs)
+    return Costs(macs=macs, flops=2 * macs, params=params, uncounted_ops=uncounted, non_mac_ops=others,
+                 sparse_macs=sparse_macs, nonzero_params=nonzero)
+
+
+def _sparse(model: nn.Module, by_module: dict[str, dict[str, int]], macs: int) -> tuple[int | None, int | None]:
+    """Sparse MACs and nonzero params when some conv or linear weight holds exact zeros."""
+    saved = 0.0
+    pruned = False
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            weight = module.weight.detach()
+            kept = int(torch.count_nonzero(weight))
+            if kept < weight.numel():
+                pruned = True
+                layer_macs = sum(v for op, v in by_module.get(name, {}).items() if op in MAC_OPS)
+                saved += layer_macs * (1 - kept / weight.numel())
+    if not pruned:
+        return None, None
+    nonzero = sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+    return int(round(macs - saved)), nonzero
 
 
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], repeats: int = 30, warmup: int = 5) -> float:
