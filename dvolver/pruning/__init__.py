@@ -1,3 +1,3 @@
 """Pruning methods, one module each: ASLP Gumbel-softmax extraction (`gumbel`), its baselines
 (`edgepopup`, `supermask`), budget-aware reparametrization (`reparam`) and its magnitude baseline
-(`magnitude`). See ../shared/METHODS.md sections 2 and 3."""
+(`magnitude`), and physical removal of pruned filters (`shrink`). See ../shared/METHODS.md."""
