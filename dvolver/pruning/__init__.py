@@ -1,3 +1,4 @@
 """Pruning methods, one module each: ASLP Gumbel-softmax extraction (`gumbel`), its baselines
 (`edgepopup`, `supermask`), budget-aware reparametrization (`reparam`) and its magnitude baseline
-(`magnitude`), and physical removal of pruned filters (`shrink`). See ../shared/METHODS.md."""
+(`magnitude`), joint search-and-training filter pruning (`joint`), and physical removal of pruned
+filters (`shrink`). See ../shared/METHODS.md."""
