@@ -117,11 +117,6 @@ class MaskedLayer(nn.Module):
             self._generator = torch.Generator(device=device).manual_seed(self.noise_seed)
         return self._generator
 
-    def reseed(self, noise_seed: int) -> None:
-        """Restart this layer's mask noise from `noise_seed`."""
-        self.noise_seed = noise_seed
-        self._generator = None
-
     def mask(self) -> Tensor:
         """A fresh sampled mask in training mode; the deterministic mask in eval mode."""
         if self.training:
