@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .data import Dataset
-from .spec import TrainingSpec
+
+if TYPE_CHECKING:
+    from .spec import TrainingSpec
 
 
 class TrainingDiverged(RuntimeError):
@@ -89,27 +93,49 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.devic
 
 
 def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device) -> TrainResult:
+    """Trains every parameter of ``model`` at the spec's learning rate, then measures it."""
     start = time.perf_counter()
+    train_loss = fit(model, data, cfg, seed, device)
+    return measure(model, data, cfg, device, train_loss, cfg.epochs, start)
+
+
+def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device, *,
+        param_groups: list[dict[str, Any]] | None = None, penalty: Callable[[], torch.Tensor] | None = None,
+        epochs: int | None = None, lr_scale: float = 1.0, keep_best: bool = False) -> float:
+    """The training loop every method shares; returns the mean loss of the last epoch.
+
+    ``param_groups``: SGD groups, each with its own peak ``lr`` (default: every parameter at
+    ``cfg.lr``); the schedule scales them all alike. ``penalty``: a term added to the loss at every
+    step (the pruning budget). ``keep_best``: measure validation accuracy after each epoch and
+    restore the best state at the end (early stopping, as the mask-learning methods use).
+    """
     channels_last = use_channels_last(cfg, device)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    x_train, y_train = data.x_train, data.y_train
-    if cfg.train_limit is not None:
-        x_train, y_train = x_train[: cfg.train_limit], y_train[: cfg.train_limit]
+    epochs = cfg.epochs if epochs is None else epochs
+    x_train, y_train = training_split(data, cfg)
     augment = use_augmentation(cfg, data.input_shape)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                nesterov=cfg.momentum > 0)
+    total_steps = epochs * steps_per_epoch
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    for group in groups:
+        group["lr"] = group.get("lr", cfg.lr) * lr_scale
+        group.setdefault("momentum", cfg.momentum)
+        group.setdefault("weight_decay", cfg.weight_decay)
+        group.setdefault("nesterov", group["momentum"] > 0)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.SGD(groups)
     if cfg.schedule == "one_cycle":
         scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25, cycle_momentum=False)
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.25,
+            cycle_momentum=False)
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
     loss_sum, seen = 0.0, 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(x_train), generator=generator)
         loss_sum, seen = 0.0, 0
@@ -120,22 +146,43 @@ def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device:
                 xb = crop_flip(xb, generator)
             xb, yb = _to(xb, device, channels_last), y_train[idx].to(device)
             loss = F.cross_entropy(model(xb), yb)
+            if penalty is not None:
+                loss = loss + penalty()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}; lower training.lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             loss_sum += loss.item() * len(idx)
             seen += len(idx)
+        if keep_best:
+            acc = accuracy(model, data.x_val, data.y_val, device, channels_last)
+            if best is None or acc > best[0]:
+                best = acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best is not None:
+        model.load_state_dict(best[1])
     recalibrate_batchnorm(model, x_train, device, channels_last, cfg.batch_size)
+    return loss_sum / max(1, seen)
+
+
+def training_split(data: Dataset, cfg: TrainingSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    if cfg.train_limit is None:
+        return data.x_train, data.y_train
+    return data.x_train[: cfg.train_limit], data.y_train[: cfg.train_limit]
+
+
+def measure(model: nn.Module, data: Dataset, cfg: TrainingSpec, device: torch.device, train_loss: float,
+            epochs: int, start: float) -> TrainResult:
+    """Validation and test accuracy of a trained model, with the time since ``start``."""
+    channels_last = use_channels_last(cfg, device)
     return TrainResult(
         val_acc=accuracy(model, data.x_val, data.y_val, device, channels_last),
         test_acc=accuracy(model, data.x_test, data.y_test, device, channels_last),
-        train_loss=loss_sum / max(1, seen),
-        epochs=cfg.epochs,
+        train_loss=train_loss,
+        epochs=epochs,
         train_seconds=time.perf_counter() - start,
     )
 

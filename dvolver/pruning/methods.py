@@ -1,0 +1,297 @@
+"""Run one pruning method on a network: the entry point shared by the search, `dvolver prune` and the benchmark.
+
+``prune(model, dataset, method, budget, options, training, seed, device)`` prepares the network for the
+method, trains it (the masks, the reparametrized weights, or the sub-networks) for ``training.epochs``
+epochs with the spec's batch size and schedule, and returns the final network as plain modules: pruned
+weights exactly zero for the unstructured methods, a physically narrower network for joint pruning.
+
+``budget`` is the fraction kept, in (0, 1]: of the weights for edge-popup (per layer), reparam and magnitude
+(global); of every layer's filters for joint pruning (the centre of the keep ratios its policy chooses from:
+0.725 gives the paper's 0.60 ... 0.85). ASLP and Supermask learn their sparsity and take no budget.
+
+Every method's own hyperparameters have the defaults of its paper (METHODS.md) and can be changed through its
+options model; ``check`` rejects what a method cannot do before anything is trained.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from ..data import Dataset
+from ..training import TrainResult, fit, measure, recalibrate_batchnorm, training_split, use_channels_last
+from . import edgepopup, gumbel, joint, magnitude, reparam, supermask
+from .masked import extract
+
+if TYPE_CHECKING:
+    from ..spec import TrainingSpec
+
+# 0.725 +- these offsets is the paper's ratio set 0.60, 0.65, ..., 0.85.
+_JOINT_OFFSETS = (-0.125, -0.075, -0.025, 0.025, 0.075, 0.125)
+
+
+class ASLPOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signed_constant: bool = Field(True, description="weights sign(w) * std(w) per layer")
+    smart_rescale: bool = Field(True, description="one learned scalar per layer, init 1")
+    mask_lr: float = Field(50.0, gt=0, le=1e4, description="peak SGD learning rate of the mask logits")
+    scale_lr: float = Field(1e-3, gt=0, le=10, description="peak SGD learning rate of the rescale scalars")
+
+
+class EdgePopupOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signed_constant: bool = True
+    lr: float = Field(0.1, gt=0, le=1e4, description="peak SGD learning rate of the scores")
+    weight_decay: float = Field(1e-4, ge=0, le=1)
+
+
+class SupermaskOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signed_constant: bool = True
+    dynamic_rescale: bool = True
+    lr: float = Field(50.0, gt=0, le=1e4, description="peak SGD learning rate of the scores (ASLP's harness: 50)")
+
+
+class ReparamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lam: float = Field(10.0, gt=0, le=1e6, description="weight of the budget loss")
+    t_lr: float = Field(0.05, gt=0, le=10, description="peak SGD learning rate of each layer's log t")
+
+
+class MagnitudeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["global", "layerwise"] = "global"
+    finetune_epochs: int = Field(0, ge=0, le=1000, description="epochs of masked fine-tuning after the cut")
+    finetune_lr_scale: float = Field(0.1, gt=0, le=1, description="fine-tuning peak lr, as a share of training.lr")
+
+
+class JointOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    iterations: int = Field(6, ge=1, le=1000, description="sub-networks sampled and trained")
+    finetune_fraction: float = Field(0.25, ge=0, lt=1, description="share of training.epochs for the final fine-tune")
+    gumbel_scale: float = Field(0.05, ge=0, le=10)
+    size_penalty: float = Field(1.0, ge=0, le=100, description="weight of the kept-MACs fraction in the reward")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    options: type[BaseModel]
+    takes_budget: bool
+    structured: bool
+    description: str
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("aslp", ASLPOptions, False, False, "Gumbel-softmax masks over frozen random weights (learned sparsity)"),
+    Method("edgepopup", EdgePopupOptions, True, False, "per-layer top-k scores over frozen random weights"),
+    Method("supermask", SupermaskOptions, False, False, "Bernoulli masks over frozen random weights"),
+    Method("reparam", ReparamOptions, True, False, "w * h_t(w) with a budget loss, trained from scratch"),
+    Method("magnitude", MagnitudeOptions, True, False, "train dense, keep the largest weights"),
+    Method("joint", JointOptions, True, True, "joint search-and-training filter pruning"),
+)}
+
+
+class PruningError(ValueError):
+    """A method that cannot prune this network, or a budget it cannot take."""
+
+
+@dataclass
+class Pruned:
+    """A pruned network and what was measured on it."""
+
+    model: nn.Module  # plain modules, eval mode, on the CPU
+    result: TrainResult
+    method: str
+    structured: bool
+    kept_fraction: float  # of the prunable weights (unstructured) or of all parameters (structured)
+    layers: dict[str, float]  # per pruned layer: fraction of its weights (or filters) kept
+    keep: dict[str, list[int]] | None = None  # structured: group root conv -> kept output channels
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "structured": self.structured,
+                               "kept_fraction": self.kept_fraction, "layers": self.layers} | self.details
+        if self.keep is not None:
+            out["keep"] = self.keep
+        return out
+
+
+def parse_options(method: str, options: dict[str, Any] | None) -> BaseModel:
+    if method not in METHODS:
+        raise PruningError(f"unknown pruning method {method!r}; choose among {', '.join(METHODS)}")
+    return METHODS[method].options(**(options or {}))
+
+
+def check_budget(budget: float) -> None:
+    if not 0.0 < budget <= 1.0 or budget != budget:
+        raise PruningError(f"budget {budget} is outside (0, 1]: give the fraction of weights to keep, "
+                           "for example 0.1 to prune 90%")
+
+
+def check(method: str, model: nn.Module, budget: float | None = None) -> None:
+    """Raises PruningError when ``method`` cannot prune ``model`` (or take ``budget``), before any training."""
+    if method not in METHODS:
+        raise PruningError(f"unknown pruning method {method!r}; choose among {', '.join(METHODS)}")
+    if budget is not None:
+        check_budget(budget)
+    name = type(model).__name__
+    if METHODS[method].structured:
+        if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+            raise PruningError(f"{method} removes conv filters and {name} has no Conv2d layer; "
+                               "prune it with an unstructured method (aslp, edgepopup, supermask, reparam, magnitude)")
+        grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+        if grouped:
+            raise PruningError(f"{method} cannot remove filters of grouped or depthwise convolutions, which {name} "
+                               "has; prune it with an unstructured method")
+    elif not any(type(m) in (nn.Conv2d, nn.Linear) for m in model.modules()):
+        raise PruningError(f"{name} has no Conv2d or Linear layer for {method} to prune")
+
+
+def joint_ratios(budget: float) -> tuple[float, ...]:
+    """The keep ratios joint pruning's policy chooses from, centred on ``budget``."""
+    return tuple(sorted({min(1.0, max(0.05, round(budget + d, 4))) for d in _JOINT_OFFSETS}))
+
+
+def joint_schedule(epochs: int, options: JointOptions) -> tuple[int, tuple[int, ...], int]:
+    """(iterations, epochs per iteration for each coarse-to-fine stage, fine-tune epochs) within ``epochs``.
+
+    The paper's stages train 40, 30 then 10 epochs per iteration; here the stages keep roughly its 4 : 3 : 1
+    proportions, scaled so that the iterations and the fine-tune together take about ``epochs`` epochs: a
+    pruned network and a dense one trained ``epochs`` epochs then cost the same training time.
+    """
+    finetune = round(epochs * options.finetune_fraction)
+    search = max(1, epochs - finetune)
+    iterations = min(options.iterations, search)
+    weights = (4, 3, 1)[: min(3, iterations)]
+    per_stage = iterations / len(weights)
+    scale = search / (per_stage * sum(weights))
+    return iterations, tuple(max(1, round(w * scale)) for w in weights), finetune
+
+
+def prune(model: nn.Module, dataset: Dataset, method: str, budget: float | None, options: BaseModel | dict | None,
+          training: TrainingSpec, seed: int, device: torch.device) -> Pruned:
+    """Prune ``model`` (modified in place, built and seeded by the caller) on ``dataset``; see the module doc."""
+    opts = options if isinstance(options, BaseModel) else parse_options(method, options)
+    info = METHODS[method]
+    if info.takes_budget and budget is None:
+        raise PruningError(f"{method} needs a budget: the fraction of weights to keep, in (0, 1]")
+    check(method, model, budget if info.takes_budget else None)
+    start = time.perf_counter()
+    runner = _RUNNERS[method]
+    return runner(model, dataset, budget, opts, training, seed, device, start)
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+
+def _run_masks(model, dataset, budget, opts, training, seed, device, start) -> Pruned:
+    """ASLP, edge-popup and Supermask: masks learned over the same frozen random weights for one seed."""
+    if isinstance(opts, ASLPOptions):
+        method = "aslp"
+        net = gumbel.prepare(model, signed_constant=opts.signed_constant, smart_rescale=opts.smart_rescale, seed=seed)
+        groups = gumbel.parameter_groups(net, mask_lr=opts.mask_lr, scale_lr=opts.scale_lr)
+    elif isinstance(opts, EdgePopupOptions):
+        method = "edgepopup"
+        net = edgepopup.prepare(model, keep=budget, signed_constant=opts.signed_constant, seed=seed)
+        groups = edgepopup.parameter_groups(net, lr=opts.lr, weight_decay=opts.weight_decay)
+    else:
+        method = "supermask"
+        net = supermask.prepare(model, dynamic_rescale=opts.dynamic_rescale, signed_constant=opts.signed_constant,
+                                seed=seed)
+        groups = supermask.parameter_groups(net, lr=opts.lr)
+    loss = fit(net, dataset, training, seed, device, param_groups=groups, keep_best=True)
+    final = extract(net)
+    return _finish_unstructured(final, method, dataset, training, device, loss, start)
+
+
+def _run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, device, start) -> Pruned:
+    net = reparam.prepare(model)
+    t_params = reparam.t_parameters(net)
+    t_ids = {id(p) for p in t_params}
+    groups = [{"params": [p for p in net.parameters() if id(p) not in t_ids]},
+              {"params": t_params, "lr": opts.t_lr, "weight_decay": 0.0}]
+    net.to(device)
+    loss = fit(net, dataset, training, seed, device, param_groups=groups,
+               penalty=lambda: reparam.budget_loss(net, budget, lam=opts.lam))
+    details = {"kept_before_cut": reparam.kept_fraction(net), "temperatures": reparam.temperatures(net)}
+    reparam.hard_prune(net, budget)
+    return _finish_unstructured(net, "reparam", dataset, training, device, loss, start, details)
+
+
+def _run_magnitude(model, dataset, budget, opts: MagnitudeOptions, training, seed, device, start) -> Pruned:
+    loss = fit(model, dataset, training, seed, device)
+    dense = measure(model, dataset, training, device, loss, training.epochs, start)
+    return magnitude_prune_trained(model, dataset, budget, opts, training, seed, device, dense, start)
+
+
+def magnitude_prune_trained(model: nn.Module, dataset: Dataset, budget: float, opts: MagnitudeOptions,
+                            training: TrainingSpec, seed: int, device: torch.device, dense: TrainResult,
+                            start: float | None = None) -> Pruned:
+    """Magnitude pruning of a network already trained (``dense`` measured on it): cut, then fine-tune if the
+    options say so. ``model`` is modified in place; pass a copy to prune one trained network several ways."""
+    check_budget(budget)
+    start = time.perf_counter() if start is None else start
+    if opts.scope == "global":
+        masks = magnitude.global_magnitude_masks(model, budget)
+    else:
+        masks = magnitude.layerwise_magnitude_masks(model, budget)
+    handle = magnitude.apply_masks(model, masks)
+    loss, epochs = dense.train_loss, dense.epochs
+    if opts.finetune_epochs:
+        loss = fit(model, dataset, training, seed + 1, device, epochs=opts.finetune_epochs,
+                   lr_scale=opts.finetune_lr_scale)
+        epochs += opts.finetune_epochs
+    handle.remove()
+    return _finish_unstructured(model, "magnitude", dataset, training, device, loss, start,
+                                {"dense_val_acc": dense.val_acc, "dense_test_acc": dense.test_acc,
+                                 "scope": opts.scope, "finetune_epochs": opts.finetune_epochs}, epochs=epochs)
+
+
+def _run_joint(model, dataset, budget, opts: JointOptions, training, seed, device, start) -> Pruned:
+    iterations, stage_epochs, finetune = joint_schedule(training.epochs, opts)
+    cfg = joint.JointConfig(
+        ratios=joint_ratios(budget), gumbel_scale=opts.gumbel_scale, iterations=iterations, epochs=stage_epochs,
+        lrs=tuple(training.lr * f for f in (1.0, 0.2, 0.1)[: len(stage_epochs)]), momentum=training.momentum,
+        weight_decay=training.weight_decay, batch_size=training.batch_size, size_penalty=opts.size_penalty,
+        finetune_epochs=finetune, finetune_lr=training.lr * 0.1, seed=seed)
+    x_train, y_train = training_split(dataset, training)
+    dense_params = sum(p.numel() for p in model.parameters())
+    result = joint.search_and_train(model.cpu(), (x_train, y_train), (dataset.x_val, dataset.y_val),
+                                    dataset.x_train[:1], cfg)
+    final = result.model.cpu().eval()
+    recalibrate_batchnorm(final, x_train, torch.device("cpu"), False, training.batch_size)
+    epochs = sum(h["epochs"] for h in result.history) + finetune
+    measured = measure(final, dataset, training, torch.device("cpu"), result.history[-1]["train_loss"], epochs, start)
+    full = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    layers = {root: len(kept) / full[root] for root, kept in result.keep.items()}
+    params = sum(p.numel() for p in final.parameters())
+    return Pruned(final, measured, "joint", True, params / dense_params, layers, result.keep,
+                  {"ratios": result.ratios, "iterations": iterations, "stage_epochs": list(stage_epochs),
+                   "finetune_epochs": finetune})
+
+
+def _finish_unstructured(final: nn.Module, method: str, dataset: Dataset, training: TrainingSpec, device, loss: float,
+                         start: float, details: dict[str, Any] | None = None, epochs: int | None = None) -> Pruned:
+    # Removing weights shifts every activation after them, so BatchNorm statistics gathered before the cut
+    # no longer fit; re-estimating them runs forward passes only and changes no weight.
+    recalibrate_batchnorm(final, training_split(dataset, training)[0], device, use_channels_last(training, device),
+                          training.batch_size)
+    result = measure(final, dataset, training, device, loss, epochs or training.epochs, start)
+    counts = magnitude.kept_counts(final)
+    totals = {name: m.weight.numel() for name, m in magnitude.prunable_layers(final)}
+    layers = {name: counts[name] / totals[name] for name in totals}
+    kept = sum(counts.values()) / sum(totals.values())
+    return Pruned(final.cpu().eval(), result, method, False, kept, layers, None, details or {})
+
+
+_RUNNERS = {"aslp": _run_masks, "edgepopup": _run_masks, "supermask": _run_masks, "reparam": _run_reparam,
+            "magnitude": _run_magnitude, "joint": _run_joint}
+
+__all__ = ["METHODS", "Method", "Pruned", "PruningError", "check", "check_budget", "joint_ratios", "joint_schedule",
+           "magnitude_prune_trained", "parse_options", "prune"]
