@@ -11,6 +11,7 @@ against everything asked before.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -48,6 +49,31 @@ class RandomSearch:
             if k not in self.asked:
                 self.asked.add(k)
                 out.append(genome)
+        return out
+
+    def tell(self, genomes: list[Genome], F: np.ndarray, G: np.ndarray) -> None:
+        pass
+
+
+class GridSearch:
+    """Every network of the space once, in genome order: for small spaces such as a pruning sweep over
+    a few budgets. Genes are enumerated lazily, so a large space is simply cut off by the budget."""
+
+    def __init__(self, space: SearchSpace, key: Callable[[Genome], str], batch: int) -> None:
+        codec = space.codec()
+        self.key, self.batch = key, batch
+        self.genomes = itertools.product(*(range(lo, hi + 1) for lo, hi in zip(codec.lower, codec.upper)))
+        self.asked: set[str] = set()
+
+    def ask(self) -> list[Genome]:
+        out: list[Genome] = []
+        for genome in self.genomes:
+            k = self.key(genome)
+            if k not in self.asked:
+                self.asked.add(k)
+                out.append(tuple(int(g) for g in genome))
+                if len(out) == self.batch:
+                    break
         return out
 
     def tell(self, genomes: list[Genome], F: np.ndarray, G: np.ndarray) -> None:
@@ -101,6 +127,8 @@ def make_algorithm(name: str, space: SearchSpace, key: Callable[[Genome], str], 
                    n_objectives: int, seed: int) -> Algorithm:
     if name == "random":
         return RandomSearch(space, key, population, seed)
+    if name == "grid":
+        return GridSearch(space, key, population)
     return NSGA2(space, key, population, n_objectives, seed)
 
 

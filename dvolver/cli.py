@@ -51,7 +51,16 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _spec_dict(spec_file: Path | None, objectives: str | None, **flags: Any) -> dict[str, Any]:
+def _floats(flag: str, text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"--{flag} takes comma-separated numbers, for example 0.1,0.05,0.03; got {text!r}")
+        raise  # unreachable: _fail exits
+
+
+def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None = None,
+               budgets: str | None = None, **flags: Any) -> dict[str, Any]:
     """The spec file's fields, overridden by the flags given on the command line."""
     values: dict[str, Any] = {}
     if spec_file is not None:
@@ -63,6 +72,10 @@ def _spec_dict(spec_file: Path | None, objectives: str | None, **flags: Any) -> 
             _fail(f"spec file {spec_file} must hold a JSON object")
     if objectives is not None:
         values["objectives"] = [o.strip() for o in objectives.split(",") if o.strip()]
+    if prune is not None:
+        values.setdefault("pruning", {})["methods"] = [m.strip() for m in prune.split(",") if m.strip()]
+    if budgets is not None:
+        values.setdefault("pruning", {})["budgets"] = _floats("budgets", budgets)
     for flag, path in FLAG_FIELDS.items():
         if flags[flag] is not None:
             target = values
@@ -89,10 +102,13 @@ class _LiveProgress:
 @app.command()
 def search(
     objectives: str = typer.Option(None, help="comma-separated, among acc, flops, macs, params, latency [acc,flops]"),
-    space: str = typer.Option(None, help="nasnet or nb201 [nasnet]"),
+    space: str = typer.Option(None, help="nasnet, nb201, or a backbone to prune (conv4, resnet20, ...) [nasnet]"),
     dataset: str = typer.Option(None, help="'digits' (bundled), an .npz file or a CIFAR-10 python folder [digits]"),
     table: str = typer.Option(None, help="nb201: CSV of measured results; candidates are looked up, not trained"),
-    algorithm: str = typer.Option(None, help="nsga2 or random [nsga2]"),
+    algorithm: str = typer.Option(None, help="nsga2, random or grid [nsga2]"),
+    prune: str = typer.Option(None, help="pruning methods to search beside the unpruned networks, comma-separated: "
+                              "aslp, edgepopup, supermask, reparam, magnitude, joint"),
+    budgets: str = typer.Option(None, help="with --prune: fractions kept, comma-separated [0.5,0.2,0.1,0.05,0.03]"),
     population: int = typer.Option(None, help="population size / candidates per generation [12]"),
     evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [60]"),
     epochs: int = typer.Option(None, help="proxy training epochs per candidate [5]"),
@@ -122,7 +138,6 @@ def search(
     token: str = typer.Option(None, envvar="DVOLVER_TOKEN", help="the API token for --server"),
 ) -> None:
     """Run a search to its budget, then print its Pareto front and write a plot of it."""
-    from .api import run_search
     from .spec import SearchSpec
 
     flags = dict(locals())
@@ -135,6 +150,13 @@ def search(
         spec = SearchSpec.from_dict(_spec_dict(**flags))
     except DvolverError as exc:
         _fail(str(exc))
+    _run_local(spec, workers, ray_address, executor, db, plot)
+
+
+def _run_local(spec: Any, workers: int, ray_address: str | None, executor: str, db: str | None,
+               plot: Path | None) -> None:
+    from .api import run_search
+
     live = _LiveProgress(spec.evaluations)
     created: list[int] = []
 
@@ -142,11 +164,58 @@ def search(
         created.append(search_id)
         live.bar.start()
         source = f"table {spec.space_options['table']}" if spec.table_mode else spec.dataset
-        err.print(f"search {search_id}: {spec.space} on {source}, objectives {','.join(spec.objectives)}, "
+        pruning = f" pruned by {','.join(spec.pruning.methods)}" if spec.pruning else ""
+        err.print(f"search {search_id}: {spec.space}{pruning} on {source}, objectives {','.join(spec.objectives)}, "
                   f"{spec.evaluations} evaluations, seed {spec.seed}", highlight=False)
 
     _run_with_progress(lambda: run_search(spec, db=db, executor=executor, workers=workers, ray_address=ray_address,
                                           on_progress=live, on_created=announce), live, created, db, plot)
+
+
+@app.command()
+def prune(
+    backbone: str = typer.Option(..., help="the network: lenet300, conv2, conv4, conv6, vgg11, vgg16, vgg19, "
+                                 "resnet20, resnet56 or resnet18"),
+    method: str = typer.Option(..., help="aslp, edgepopup, supermask, reparam, magnitude or joint"),
+    budgets: str = typer.Option("0.1,0.05,0.03", help="fractions kept, comma-separated; aslp and supermask "
+                                "learn their own and ignore this"),
+    dataset: str = typer.Option("digits", help="'digits' (bundled), an .npz file or a CIFAR-10 python folder"),
+    dense: bool = typer.Option(False, "--dense", help="also train the unpruned network, as a reference on the front"),
+    options: str = typer.Option(None, help="the method's hyperparameters as JSON, for example '{\"lam\": 10}'"),
+    objectives: str = typer.Option("acc,flops", help="comma-separated, among acc, flops, macs, params, latency"),
+    epochs: int = typer.Option(None, help="training epochs of every run [5]"),
+    batch_size: int = typer.Option(None, help="training batch size [128]"),
+    lr: float = typer.Option(None, help="peak learning rate of the weights [0.1]"),
+    train_limit: int = typer.Option(None, help="train on a fixed random N of the training images"),
+    seed: int = typer.Option(0, help="the same seed gives the same networks and masks"),
+    workers: int = WORKERS,
+    ray_address: str = RAY_ADDRESS,
+    executor: str = EXECUTOR,
+    db: str = DB,
+    plot: Path = PLOT,
+) -> None:
+    """Prune one backbone with one method at several budgets, then print the front of what it kept."""
+    from .pruning.methods import METHODS
+    from .spec import SearchSpec
+
+    values: dict[str, Any] = {"space": backbone, "dataset": dataset, "algorithm": "grid", "seed": seed,
+                              "objectives": [o.strip() for o in objectives.split(",") if o.strip()],
+                              "pruning": {"methods": [method], "budgets": _floats("budgets", budgets),
+                                          "include_unpruned": dense}}
+    if options is not None:
+        try:
+            values["pruning"]["options"] = {method: json.loads(options)}
+        except ValueError as exc:
+            _fail(f"--options must be a JSON object of {method}'s hyperparameters: {exc}")
+    training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "train_limit": train_limit}
+    values["training"] = {k: v for k, v in training.items() if v is not None}
+    runs = len(values["pruning"]["budgets"]) if method in METHODS and METHODS[method].takes_budget else 1
+    values["evaluations"], values["population"] = runs + dense, max(2, runs + dense)
+    try:
+        spec = SearchSpec.from_dict(values)
+    except DvolverError as exc:
+        _fail(str(exc))
+    _run_local(spec, workers, ray_address, executor, db, plot)
 
 
 def _search_on_server(server: str, token: str | None, spec: dict[str, Any]) -> None:
@@ -273,9 +342,19 @@ def _front_rows(res: Any) -> list[dict[str, Any]]:
         row["params"] = m.get("params")
         if "latency" in m:
             row["latency_ms"] = m.get("latency")
+        if res.spec.pruning is not None:
+            pruning = m.get("pruning")
+            row["pruning"] = "none" if not pruning else _pruning_label(c, res.spec)
+            row["kept_pct"] = 100.0 * pruning["kept_fraction"] if pruning else 100.0
+            row["costs"] = m.get("cost_kind", "dense")
         row["genome"] = list(c.genome)
         rows.append(row)
     return rows
+
+
+def _pruning_label(candidate: Any, spec: Any) -> str:
+    choice = spec.search_space(structure=True).split(candidate.genome)[1]
+    return choice.method if choice.budget is None else f"{choice.method} {choice.budget:g}"
 
 
 def _human(value: Any) -> str:
@@ -291,7 +370,7 @@ def _human(value: Any) -> str:
 
 
 HEADERS = {"id": "id", "acc_pct": "val acc %", "test_acc_pct": "test acc %", "macs": "MACs", "flops": "FLOPs",
-           "params": "params", "latency_ms": "latency ms"}
+           "params": "params", "latency_ms": "latency ms", "pruning": "pruning", "kept_pct": "kept %", "costs": "costs"}
 
 
 def _print_front(res: Any, fmt: str) -> None:
@@ -319,8 +398,11 @@ def _print_front(res: Any, fmt: str) -> None:
     for k in keys:
         table.add_column(headers[k], justify="right")
     for row in rows:
-        table.add_row(*[str(row[k]) if k == "id" else _human(row[k]) for k in keys])
+        table.add_row(*[str(row[k]) if k == "id" or isinstance(row[k], str) else _human(row[k]) for k in keys])
     console.print(table)
+    if any(row.get("costs") == "sparse" for row in rows):
+        console.print("costs counted sparse: a masked network's MACs, FLOPs and params are each layer's dense figure "
+                      "times the fraction of its weights kept (dense kernels still run the zeros)", highlight=False)
 
 
 @app.command()
@@ -343,7 +425,9 @@ def front(
 def export_command(
     search_id: int = typer.Argument(..., help="the search"),
     candidate_id: int = typer.Argument(..., help="the candidate (an id from `dvolver front`)"),
-    format: str = typer.Option("genotype", "--format", "-f", help="genotype, state_dict, torch_export or onnx"),
+    format: str = typer.Option("genotype", "--format", "-f",
+                               help="genotype, state_dict, sparse (masked weights as sparse tensors), torch_export "
+                               "or onnx"),
     output: Path = typer.Option(None, "--output", "-o", help="where to write it [search<S>-candidate<C>.<ext>]"),
     db: str = DB,
 ) -> None:

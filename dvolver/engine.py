@@ -107,7 +107,7 @@ class _Run:
                                f"{search.versions.get('key_scheme')}, this Dvolver uses {search_spaces.KEY_SCHEME}: "
                                "its stored results cannot be matched; start a new search")
         try:
-            self.space = search_spaces.make_space(self.spec.space, self.spec.space_options)
+            self.space = self.spec.search_space()
         except (OSError, ValueError) as exc:
             raise DvolverError(f"search {search_id}: cannot load its search space: {exc}") from None
         self.stopped: str | None = None

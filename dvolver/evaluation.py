@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 import search_spaces
-from search_spaces import Genome
+from search_spaces import UNPRUNED, Genome, PrunedSpace, PruningChoice
 
 from . import costs, data
+from .pruning import methods
 from .spec import SearchSpec
 from .training import train
 
@@ -34,31 +35,70 @@ def needs_latency(spec: SearchSpec) -> bool:
     return "latency" in spec.objectives or "max_latency_ms" in spec.constraints
 
 
+def pruning_choice(space: search_spaces.SearchSpace, genome: Genome) -> PruningChoice | None:
+    """The candidate's pruning genome; None when it is not pruned."""
+    if not isinstance(space, PrunedSpace):
+        return None
+    choice = space.split(genome)[1]
+    return None if choice.method == UNPRUNED else choice
+
+
 def cheap_metrics(genome: Genome, spec: SearchSpec, input_shape: tuple[int, int, int] | None,
                   num_classes: int | None) -> dict[str, Any]:
-    """Costs known without training; in table mode, the table's own figures."""
-    space = search_spaces.make_space(spec.space, spec.space_options)
+    """Costs known without training; in table mode, the table's own figures.
+
+    A pruned candidate's costs are only known once the method has run (the sparsity is learned, or
+    spread over layers by training): before that it reports its unpruned costs, as dense_*, and no
+    cost objective, so no cheap constraint rejects it on the unpruned network's costs."""
+    space = spec.search_space()
     table = getattr(space, "table", None)
     if table is not None:
         row = table.lookup(genome)
         return {"flops": row.flops, "params": row.params, "cost_source": "table"}
     assert input_shape is not None and num_classes is not None
     model = space.build(genome, input_shape, num_classes)
-    return costs.count(model, input_shape).as_metrics() | {"cost_source": "fvcore"}
+    dense = costs.count(model, input_shape).as_metrics() | {"cost_source": "fvcore"}
+    if pruning_choice(space, genome) is None:
+        return dense
+    return {"dense_macs": dense["macs"], "dense_flops": dense["flops"], "dense_params": dense["params"],
+            "cost_source": "fvcore, after pruning"}
+
+
+def pruned_costs(model: torch.nn.Module, input_shape: tuple[int, int, int], structured: bool) -> dict[str, Any]:
+    """A pruned network's cost objectives, labelled with how they were counted.
+
+    Filters removed: the narrower network's own MACs. Unstructured: fvcore's dense MACs of each layer
+    times the fraction of its weights kept (what sparse kernels could reach; dense kernels still run
+    the zeros), params the non-zero ones."""
+    counted = costs.count(model, input_shape)
+    metrics = counted.as_metrics()
+    if structured or counted.sparse_macs is None:
+        return metrics | {"cost_kind": "dense"}
+    return metrics | {"macs": counted.sparse_macs, "flops": 2 * counted.sparse_macs,
+                      "params": counted.nonzero_params, "masked_macs": counted.macs, "cost_kind": "sparse"}
 
 
 def evaluate(genome: Genome, spec: SearchSpec, seed: int) -> dict[str, Any]:
-    space = search_spaces.make_space(spec.space, spec.space_options)
+    space = spec.search_space()
     table = getattr(space, "table", None)
     if table is not None:
         return {"acc": table.lookup(genome).acc, "acc_source": f"table column {table.acc_column}"}
     dataset = data.load(spec.dataset)
     device = _device(spec)
+    choice = pruning_choice(space, genome)
     with _torch_threads(spec.resources.cpus_per_eval):
         torch.manual_seed(seed)
         model = space.build(genome, dataset.input_shape, dataset.num_classes)
-        result = train(model, dataset, spec.training, seed, device)
-        metrics: dict[str, Any] = {
+        extra: dict[str, Any] = {}
+        if choice is None:
+            result = train(model, dataset, spec.training, seed, device)
+        else:
+            assert spec.pruning is not None
+            pruned = methods.prune(model, dataset, choice.method, choice.budget, spec.pruning.options[choice.method],
+                                   spec.training, seed, device)
+            model, result = pruned.model, pruned.result
+            extra = pruned_costs(model, dataset.input_shape, pruned.structured) | {"pruning": pruned.metrics()}
+        metrics: dict[str, Any] = extra | {
             "acc": result.val_acc,
             "test_acc": result.test_acc,
             "train_loss": result.train_loss,

@@ -25,13 +25,14 @@ import search_spaces
 from . import data
 from .errors import DvolverError
 from .jsonable import finite
+from .pruning.shrink import shrink
 from .spec import SearchSpec
 from .store import Store
 
-FORMATS = ("genotype", "state_dict", "torch_export", "onnx")
+FORMATS = ("genotype", "state_dict", "sparse", "torch_export", "onnx")
 TOLERANCE = 1e-4  # max abs difference in logits between the file and the eager model
 _CHECK_BATCH = 2
-_SUFFIXES = {"state_dict": "pt", "torch_export": "pt2", "onnx": "onnx"}
+_SUFFIXES = {"state_dict": "pt", "sparse": "pt", "torch_export": "pt2", "onnx": "onnx"}
 _METADATA_KEY = "dvolver.json"  # the genotype, embedded in .pt2 and .onnx files so they describe themselves
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,25 @@ class Exported:
     filename: str
 
 
+def formats(metrics: Mapping[str, Any], has_weights: bool) -> tuple[str, ...]:
+    """The formats a candidate can be exported in: a sparse file only where a mask left zeros."""
+    if not has_weights:
+        return ("genotype",)
+    return tuple(f for f in FORMATS if f != "sparse" or metrics.get("cost_kind") == "sparse")
+
+
 def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: bytes | None,
            input_shape: tuple[int, int, int] | None, num_classes: int | None, name: str,
-           info: dict | None = None) -> Exported:
-    """Export one candidate. `weights` is its trained state_dict as `torch.save` bytes, or None."""
+           info: dict | None = None, pruning: Mapping[str, Any] | None = None) -> Exported:
+    """Export one candidate. `weights` is its trained state_dict as `torch.save` bytes, or None.
+
+    `pruning`: the candidate's pruning record (its metrics' "pruning"); filters it removed are removed
+    from the network built here too, so the weights of the narrower network fit it."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose among {', '.join(FORMATS)}")
     genome = tuple(int(g) for g in genome)
     options = search_spaces.options_model(spec.space)(**spec.space_options).model_dump()
-    space = search_spaces.structure_space(spec.space, options)
+    space = spec.model_copy(update={"space_options": options}).search_space(structure=True)
     try:
         space.codec().check(genome)
     except ValueError as exc:
@@ -74,6 +85,8 @@ def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: byte
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = space.build(genome, input_shape, num_classes)
+        if pruning and pruning.get("keep"):
+            model = shrink(model, pruning["keep"], torch.zeros(1, *input_shape))
         load_weights(model, weights)
         return model.eval()
 
@@ -83,6 +96,8 @@ def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: byte
         expected = model(x)
     if fmt == "state_dict":
         data, run = weights, lambda xb: fresh_model()(xb)
+    elif fmt == "sparse":
+        data, run = _sparse(model), lambda xb: _load_sparse(fresh_model(), data)(xb)
     elif fmt == "torch_export":
         data, run = _torch_export(model, x, genotype)
     else:
@@ -109,6 +124,25 @@ def load_weights(model: nn.Module, weights: bytes) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ExportError(f"the stored weights do not fit this architecture: {exc}") from None
+
+
+def _sparse(model: nn.Module) -> bytes:
+    """The state_dict with every weight that has zeros as a sparse COO tensor: the masked network in the size
+    of what it keeps. `torch.load`, then `.to_dense()` each sparse tensor, gives back the state_dict."""
+    state = {}
+    for key, tensor in model.state_dict().items():
+        if key.endswith("weight") and tensor.dim() > 1 and bool((tensor == 0).any()):
+            tensor = tensor.to_sparse()
+        state[key] = tensor
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _load_sparse(model: nn.Module, data: bytes) -> nn.Module:
+    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.to_dense() if v.is_sparse else v for k, v in state.items()})
+    return model
 
 
 def _genotype_json(space: str, options: dict[str, Any], genome: tuple[int, ...], architecture: dict[str, Any],
@@ -184,10 +218,14 @@ def export_candidate(store: Store, search_id: int, candidate_id: int, fmt: str) 
         dataset = data.load(spec.dataset)
         shape, classes = dataset.input_shape, dataset.num_classes
     try:
+        if fmt not in formats(found.metrics, True):
+            raise ExportError(f"candidate {candidate_id} has no masked weights to store sparse (it was not pruned by "
+                              "an unstructured method); export it as state_dict")
         return export(spec, found.genome, fmt, weights=store.weights(candidate_id),
                       input_shape=tuple(shape) if shape else None, num_classes=classes,
                       name=f"search{search_id}-candidate{candidate_id}",
-                      info={"key": found.key, "objectives": found.objectives, "metrics": found.metrics})
+                      info={"key": found.key, "objectives": found.objectives, "metrics": found.metrics},
+                      pruning=found.metrics.get("pruning"))
     except DvolverError:
         raise
     except Exception as exc:  # a tracer or exporter failing on this network: a user error, not a crash

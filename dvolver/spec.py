@@ -8,6 +8,7 @@ worker reads the same files.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,8 +19,9 @@ import search_spaces
 from . import data
 from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
+from .pruning import methods as methods_registry
 
-ALGORITHM_NAMES = ("nsga2", "random")
+ALGORITHM_NAMES = ("nsga2", "random", "grid")
 TABLE_OBJECTIVES = ("acc", "flops", "params")
 
 
@@ -53,6 +55,59 @@ class ResourcesSpec(BaseModel):
     gpus_per_eval: float = Field(0.0, ge=0, le=16, description="GPUs per evaluation, fractions allowed")
 
 
+class PruningSpec(BaseModel):
+    """The pruning genome's choices: every candidate carries one method (or none) and one budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[str] = Field(..., min_length=1, max_length=16,
+                               description=f"pruning methods among {', '.join(methods_registry.METHODS)}")
+    budgets: list[float] = Field(default_factory=lambda: [0.5, 0.2, 0.1, 0.05, 0.03], min_length=1, max_length=64,
+                                 description="fractions kept, each in (0, 1]; 0.1 prunes 90%")
+    include_unpruned: bool = Field(True, description="also search the networks unpruned, on the same front")
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per method: its hyperparameters")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        names = [v.strip() for v in value]
+        unknown = [n for n in names if n not in methods_registry.METHODS]
+        if unknown:
+            raise ValueError(f"unknown pruning method {', '.join(map(repr, unknown))}; "
+                             f"choose among {', '.join(methods_registry.METHODS)}")
+        if len(set(names)) != len(names):
+            raise ValueError("a pruning method is named twice")
+        return names
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, value: list[float]) -> list[float]:
+        for budget in value:
+            try:
+                methods_registry.check_budget(budget)
+            except methods_registry.PruningError as exc:
+                raise ValueError(str(exc)) from None
+        if len(set(value)) != len(value):
+            raise ValueError("a budget is given twice")
+        return value
+
+    @model_validator(mode="after")
+    def _options(self) -> PruningSpec:
+        full = {}
+        for method, options in self.options.items():
+            if method not in self.methods:
+                raise ValueError(f"options for {method!r}, which is not among the methods {', '.join(self.methods)}")
+            try:
+                full[method] = methods_registry.parse_options(method, options).model_dump()
+            except ValidationError as exc:
+                raise ValueError(f"options for {method}: {_joined(exc)}") from None
+        self.options = {m: full.get(m, methods_registry.parse_options(m, None).model_dump()) for m in self.methods}
+        return self
+
+    def choices(self) -> tuple[str, ...]:
+        return ((search_spaces.UNPRUNED,) if self.include_unpruned else ()) + tuple(self.methods)
+
+
 class SearchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -65,6 +120,7 @@ class SearchSpec(BaseModel):
     algorithm: str = "nsga2"
     population: int = Field(12, ge=2, le=100_000)
     evaluations: int = Field(60, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
+    pruning: PruningSpec | None = Field(None, description="search a pruning genome too (see METHODS.md)")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     seed: int = Field(0, ge=0, lt=2**32)
@@ -112,6 +168,7 @@ class SearchSpec(BaseModel):
             options = search_spaces.options_model(self.space)(**self.space_options).model_dump()
         except ValidationError as exc:
             raise ValueError(f"space_options for {self.space}: {_joined(exc)}") from None
+        self._check_pruning(options)
         if info.context and info.context.get("stored"):
             return self  # checked when it was stored; its files are only needed to run it
         table = options.get("table")
@@ -144,6 +201,35 @@ class SearchSpec(BaseModel):
         self.space_options = options
         return self
 
+    def _check_pruning(self, options: dict[str, Any]) -> None:
+        fixed = self.space in search_spaces.FIXED_SPACES
+        if self.pruning is None:
+            if fixed:
+                raise ValueError(f"space {self.space} is one fixed network, so only its pruning can be searched: "
+                                 f"name a pruning method (--prune METHOD, or pruning.methods)")
+            return
+        if options.get("table") is not None:
+            raise ValueError("a table search looks accuracies up and trains nothing, so it cannot be pruned: "
+                             "drop the table or the pruning")
+        for method in self.pruning.methods:
+            if methods_registry.METHODS[method].structured and not fixed:
+                raise ValueError(f"{method} pruning removes conv filters of a fixed backbone "
+                                 f"({', '.join(search_spaces.FIXED_SPACES)}); {self.space} cells join branches "
+                                 "whose filters it cannot remove: use an unstructured method")
+            if fixed:
+                _check_backbone(method, self.space)
+
+    def search_space(self, structure: bool = False) -> search_spaces.SearchSpace:
+        """The space candidates are drawn from: the named space, with the pruning genome when there is one.
+
+        ``structure``: without its results table (enough to build, describe or canonicalise a genome)."""
+        make = search_spaces.structure_space if structure else search_spaces.make_space
+        base = make(self.space, self.space_options)
+        if self.pruning is None:
+            return base
+        takes = frozenset(n for n, m in methods_registry.METHODS.items() if m.takes_budget)
+        return search_spaces.PrunedSpace(base, self.pruning.choices(), tuple(self.pruning.budgets), takes)
+
     @property
     def table_mode(self) -> bool:
         return self.space_options.get("table") is not None
@@ -160,6 +246,17 @@ class SearchSpec(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             raise SpecError(describe_validation_error(exc)) from None
+
+
+@lru_cache(maxsize=64)
+def _check_backbone(method: str, backbone: str) -> None:
+    """What a method needs of the network depends only on its layers, not on the input size."""
+    from search_spaces.backbones import build_backbone
+
+    try:
+        methods_registry.check(method, build_backbone(backbone, (1, 8, 8), 10))
+    except methods_registry.PruningError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

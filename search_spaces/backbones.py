@@ -1,4 +1,4 @@
-"""Fixed networks that the pruning methods prune: Conv2/4/6, CIFAR VGG-11/16/19, CIFAR ResNet-20/56/18.
+"""Fixed networks that the pruning methods prune: LeNet-300-100, Conv2/4/6, CIFAR VGG-11/16/19, CIFAR ResNet-20/56/18.
 
 Every builder takes ``(input_shape, num_classes)`` with ``input_shape = (C, H, W)``, so the same
 network family runs on the bundled 8x8 digits and on 32x32 CIFAR-10. The layers are plain
@@ -14,6 +14,7 @@ Reference parameter counts (3x32x32 input, 10 classes, biases and BatchNorm affi
 ======== ============ =====================================================================
 name     params       note
 ======== ============ =====================================================================
+lenet300 266,610      on 28x28x1 (MNIST): LeCun et al. 1998; 3x32x32 gives 953,010
 conv2    4,301,642    Frankle & Carbin 2019 table 1: 4.3M
 conv4    2,425,930    F&C: 2.4M
 conv6    2,262,602    F&C's table prints 1.7M, which these layers cannot give; they give 2.26M
@@ -33,8 +34,8 @@ from functools import partial
 
 from torch import Tensor, nn
 
-__all__ = ["BACKBONES", "VGG_CONFIGS", "BasicBlock", "CifarResNet", "Conv2", "Conv4", "Conv6", "ConvNet", "ResNet18",
-           "VGG", "build_backbone"]
+__all__ = ["BACKBONES", "VGG_CONFIGS", "BasicBlock", "CifarResNet", "Conv2", "Conv4", "Conv6", "ConvNet", "LeNet300",
+           "ResNet18", "VGG", "build_backbone"]
 
 InputShape = tuple[int, int, int]
 
@@ -257,7 +258,22 @@ class ResNet18(_ResNet):
         super().__init__(input_shape, num_classes, widths=(64, 128, 256, 512), blocks=(2, 2, 2, 2))
 
 
+class LeNet300(nn.Module):
+    """LeNet-300-100 (LeCun et al. 1998; Frankle & Carbin's MNIST network): fully connected 300-100-classes
+    on the flattened image, ReLU between. The backbone without convolutions: filter pruning cannot act on it."""
+
+    def __init__(self, input_shape: InputShape, num_classes: int) -> None:
+        super().__init__()
+        c, h, w = _check_shape(input_shape, num_classes)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 300), nn.ReLU(), nn.Linear(300, 100),
+                                        nn.ReLU(), nn.Linear(100, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(x)
+
+
 BACKBONES: dict[str, Callable[[InputShape, int], nn.Module]] = {
+    "lenet300": LeNet300,
     "conv2": Conv2,
     "conv4": Conv4,
     "conv6": Conv6,

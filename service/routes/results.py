@@ -9,8 +9,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-import search_spaces
 from dvolver.export import FORMATS
+from dvolver.export import formats as export_formats
 from dvolver.objectives import OBJECTIVES
 from dvolver.store import FINAL_STATUSES
 
@@ -97,10 +97,9 @@ def _within(value: float | None, bound: float, kind: str) -> bool:
     return value >= bound if kind == "min" else value <= bound
 
 
-def _exports(request: Request, search_id: int, candidate_id: int, has_weights: bool) -> dict[str, str]:
+def _exports(request: Request, search_id: int, candidate_id: int, metrics: dict, has_weights: bool) -> dict[str, str]:
     base = str(request.url_for("export_candidate", search_id=search_id, candidate_id=candidate_id))
-    # The genotype is the only export that needs no trained weights.
-    return {f: f"{base}?format={f}" for f in FORMATS if has_weights or f == "genotype"}
+    return {f: f"{base}?format={f}" for f in export_formats(metrics, has_weights)}
 
 
 @router.get("/searches/{search_id}/candidates/{candidate_id}", response_model=CandidateDetail)
@@ -109,11 +108,11 @@ def candidate(search_id: SearchId, candidate_id: CandidateId, request: Request,
     """One candidate with its architecture (cells as small DAGs) and links to its exports."""
     search, snap = _snapshot(request, search_id, who)
     found = snap.by_id.get(candidate_id) or request.app.state.store.candidate(search_id, candidate_id)
-    space = search_spaces.structure_space(snap.spec.space, snap.spec.space_options)
+    space = snap.spec.search_space(structure=True)
     has_weights = found.status == "finished" and not snap.spec.table_mode
     return CandidateDetail(**views.candidate(found, snap.front_ids).model_dump(),
                            architecture=space.describe(found.genome),
-                           exports=_exports(request, search_id, candidate_id, has_weights))
+                           exports=_exports(request, search_id, candidate_id, found.metrics, has_weights))
 
 
 @router.get("/searches/{search_id}/candidates/{candidate_id}/export", name="export_candidate",
