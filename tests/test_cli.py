@@ -38,6 +38,13 @@ BAD_INPUTS = {
     "negative budget": (["--evaluations", "-5"], "evaluations: Input should be greater than or equal to 1"),
     "negative population": (["--population", "-1"], "population: Input should be greater than or equal to 2"),
     "missing table": (["--space", "nb201", "--table", "/no/table.csv"], "table '/no/table.csv' does not exist"),
+    "unknown pruning method": (["--prune", "obd"], "unknown pruning method 'obd'"),
+    "budget outside (0, 1]": (["--space", "conv4", "--prune", "reparam", "--budgets", "0.1,1.5"],
+                              "budget 1.5 is outside (0, 1]"),
+    "budgets not numbers": (["--space", "conv4", "--prune", "reparam", "--budgets", "ten%"],
+                            "--budgets takes comma-separated numbers"),
+    "joint without convs": (["--space", "lenet300", "--prune", "joint"], "LeNet300 has no Conv2d layer"),
+    "backbone unpruned": (["--space", "conv4"], "only its pruning can be searched"),
 }
 
 
@@ -176,3 +183,22 @@ def test_tokens_are_created_listed_and_revoked(tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
     assert dvolver("token", "revoke", "ci-bot", db=db).returncode == 0
     assert Store(str(db)).token_owner(created.stdout.strip()) is None
+
+
+def test_prune_sweeps_budgets_and_prints_the_front_with_sparse_costs_labelled(tmp_path):
+    db = tmp_path / "store.db"
+    out = dvolver("prune", "--backbone", "conv2", "--method", "magnitude", "--budgets", "0.5,0.2", "--dense",
+                  "--epochs", "1", "--train-limit", "200", "--executor", "inline", "--plot", str(tmp_path / "f.png"),
+                  db=db)
+    assert out.returncode == 0, out.stderr
+    assert "conv2 pruned by magnitude on digits" in out.stderr and "3 evaluations" in out.stderr
+    assert "costs counted sparse" in out.stdout and "kept %" in out.stdout
+    rows = json.loads(dvolver("front", "1", "--format", "json", db=db).stdout)
+    assert {r["pruning"] for r in rows} <= {"none", "magnitude 0.5", "magnitude 0.2"}
+    for r in rows:
+        assert r["costs"] == ("dense" if r["pruning"] == "none" else "sparse")
+        if r["pruning"] != "none":
+            assert r["kept_pct"] == pytest.approx(100 * float(r["pruning"].split()[1]))
+    bad = dvolver("prune", "--backbone", "lenet300", "--method", "joint", db=tmp_path / "other.db")
+    assert bad.returncode == 2 and "LeNet300 has no Conv2d layer" in bad.stderr
+    assert not (tmp_path / "other.db").exists()
