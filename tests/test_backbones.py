@@ -4,7 +4,7 @@ import torch
 from dvolver import costs
 from search_spaces.backbones import BACKBONES, VGG, BasicBlock, CifarResNet, build_backbone
 
-NAMES = ["conv2", "conv4", "conv6", "vgg11", "vgg16", "vgg19", "resnet20", "resnet56", "resnet18"]
+NAMES = ["lenet300", "conv2", "conv4", "conv6", "vgg11", "vgg16", "vgg19", "resnet20", "resnet56", "resnet18"]
 
 # Published sizes on 3x32x32 with 10 classes. Conv2/4 and VGG-19: Frankle & Carbin 2019 table 1.
 # Conv6: F&C print 1.7M, but 64-64-p-128-128-p-256-256-p + FC 256-256-10 on 32x32 is 2.26M (the
@@ -15,8 +15,8 @@ NAMES = ["conv2", "conv4", "conv6", "vgg11", "vgg16", "vgg19", "resnet20", "resn
 PUBLISHED = {"conv2": (4.3e6, 1e5), "conv4": (2.4e6, 1e5), "conv6": (2.26e6, 1e4), "vgg19": (20.0e6, 1e5),
              "resnet20": (0.27e6, 1e4), "resnet56": (0.85e6, 1e4), "resnet18": (11.17e6, 1e4)}
 # Exact counts of this implementation (option B projection shortcuts), so a silent change shows.
-EXACT = {"conv2": 4_301_642, "conv4": 2_425_930, "conv6": 2_262_602, "vgg11": 9_228_362, "vgg16": 14_724_042,
-         "vgg19": 20_035_018, "resnet20": 272_474, "resnet56": 855_770, "resnet18": 11_173_962}
+EXACT = {"lenet300": 953_010, "conv2": 4_301_642, "conv4": 2_425_930, "conv6": 2_262_602, "vgg11": 9_228_362,
+         "vgg16": 14_724_042, "vgg19": 20_035_018, "resnet20": 272_474, "resnet56": 855_770, "resnet18": 11_173_962}
 
 
 def _params(model: torch.nn.Module) -> int:
@@ -73,6 +73,11 @@ def test_vgg_skips_pools_on_sides_already_one_pixel():
     pools = [m for m in build_backbone("vgg11", (3, 8, 40), 10).features if isinstance(m, torch.nn.MaxPool2d)]
     assert [p.kernel_size for p in pools] == [(2, 2)] * 3 + [(1, 2)] * 2
     assert sum(isinstance(m, torch.nn.Identity) for m in build_backbone("vgg11", (3, 8, 8), 10).features) == 2
+
+
+def test_lenet300_is_the_published_mnist_network():
+    # LeCun et al. 1998 / Frankle & Carbin 2019: 266k weights on 28x28 MNIST
+    assert _params(build_backbone("lenet300", (1, 28, 28), 10)) == 266_610
 
 
 def test_deterministic_given_seed():

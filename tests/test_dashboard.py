@@ -341,3 +341,28 @@ def test_a_closed_service_asks_for_a_token_and_exports_with_it(watched, service)
         page.wait_for_function("window.dvolverFrontDrawnAt !== undefined")
         assert not page.locator("#token-dialog").is_visible()
     assert watched.foreign_requests == []
+
+
+def test_a_pruned_candidate_says_how_it_was_pruned_and_labels_its_costs_sparse(watched, service):
+    from dvolver.api import run_search
+
+    res = run_search({"name": "pruned conv2", "space": "conv2", "algorithm": "grid", "population": 2,
+                      "evaluations": 2, "training": {"epochs": 1, "train_limit": 200},
+                      "pruning": {"methods": ["magnitude"], "budgets": [0.3]}}, db=service.db, executor="inline")
+    pruned = next(c for c in res.candidates if c.metrics.get("pruning"))
+    page = watched.page
+    page.goto(f"{service.url}/#/searches/{res.search_id}")
+    page.wait_for_function("window.dvolverFrontDrawnAt !== undefined")
+    shown = page.evaluate(FRONT_TRACE)
+    if pruned.id not in shown["ids"]:
+        pytest.fail(f"the pruned candidate is not on the plotted front {shown['ids']}")
+    trace = page.evaluate("document.getElementById('front-plot').data.findIndex((t) => t.name === 'Pareto front')")
+    _click(page, page.evaluate(POINT_POSITION, ["front-plot", trace, shown["ids"].index(pruned.id)]))
+    panel = page.locator("#candidate-panel")
+    panel.locator("h2", has_text=f"Candidate #{pruned.id}").wait_for()
+    assert panel.locator("#candidate-pruning").inner_text() == \
+        "Pruned by magnitude (budget 30.00 % kept), 30.00 % of the weights kept"
+    metrics = panel.locator("#candidate-metrics").inner_text()
+    assert "FLOPs (sparse)" in metrics or "flops (sparse)" in metrics.lower()
+    assert panel.get_by_role("link", name="sparse").count() == 1
+    assert watched.console_errors == [] and watched.foreign_requests == []

@@ -8,7 +8,8 @@ weights exactly zero for the unstructured methods, a physically narrower network
 ``budget`` is the fraction kept, in (0, 1]: of the weights for edge-popup (per layer), reparam and magnitude
 (global); for joint pruning, the centre of the keep ratios its policy chooses from (0.725 gives the paper's
 0.60 ... 0.85), each the share of a layer's softmax(alpha) mass its kept filters must reach: near the share of
-its filters while alpha is near uniform, fewer filters once alpha has spread. ASLP and Supermask learn their sparsity and take no budget.
+its filters while alpha is near uniform, fewer filters once alpha has spread. ASLP and Supermask learn their
+sparsity and take no budget.
 
 Every method's own hyperparameters have the defaults of its paper (METHODS.md) and can be changed through its
 options model; ``check`` rejects what a method cannot do before anything is trained.

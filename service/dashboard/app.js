@@ -730,8 +730,11 @@
       if (shown.has(name) || typeof c.objectives?.[name] !== "number") continue;
       shown.add(name);
       const info = infoOf(detail, name);
-      rows.push(metricRow(shortName(name, info), formatObjective(name, c.objectives[name], info), c.objectives[name],
-        (detail.objectives || []).includes(name), info.label));
+      // A masked network's costs are its layers' dense costs times their kept fractions: say so beside them.
+      const sparse = c.metrics?.cost_kind === "sparse" && ["flops", "macs", "params"].includes(name);
+      rows.push(metricRow(shortName(name, info) + (sparse ? " (sparse)" : ""),
+        formatObjective(name, c.objectives[name], info), c.objectives[name],
+        (detail.objectives || []).includes(name), sparse ? `${info.label}; counted sparse` : info.label));
     }
     const accInfo = infoOf(detail, "acc");
     for (const [name, value] of Object.entries(c.metrics || {})) {
@@ -753,7 +756,9 @@
         typeof c.seconds === "number" ? el("span", { class: "muted" }, ` · ${duration(c.seconds)}`) : null),
       c.error ? el("p", { class: "error" }, c.error) : null,
       el("table", { class: "grid compact metrics", id: "candidate-metrics" }, el("tbody", {}, rows)),
-      cells.length ? el("h3", {}, "Architecture") : null,
+      cells.length || architecture.backbone ? el("h3", {}, "Architecture") : null,
+      architecture.backbone ? el("p", {}, `Backbone ${architecture.backbone}`) : null,
+      pruningLine(architecture.pruning, c.metrics?.pruning),
       architecture.arch_str ? el("p", {}, el("code", { class: "wrap" }, architecture.arch_str)) : null,
       cells.map(([name, cell]) => el("figure", { class: "cell" },
         el("figcaption", {}, name === "cell" ? "cell" : `${name} cell`), drawCell(cell, name))),
@@ -762,6 +767,15 @@
         exportLink(format, url, `candidate_${c.id}_${format}`)))) : null,
       el("details", {}, el("summary", {}, "Genome"), el("p", {}, el("code", { class: "wrap" }, c.key)),
         el("p", {}, el("code", { class: "wrap" }, JSON.stringify(c.genome)))));
+  }
+
+  function pruningLine(choice, measured) {
+    if (choice === undefined) return null;
+    if (choice === null) return el("p", { id: "candidate-pruning" }, "Not pruned");
+    const pct = (fraction) => percent(100 * fraction, {});
+    const budget = choice.budget === null ? "learned sparsity" : `budget ${pct(choice.budget)} kept`;
+    const kept = measured ? `, ${pct(measured.kept_fraction)} of the weights kept` : "";
+    return el("p", { id: "candidate-pruning" }, `Pruned by ${choice.method} (${budget})${kept}`);
   }
 
   function metricRow(label, text, raw, isObjective, description) {
