@@ -218,7 +218,7 @@ def export_candidate(store: Store, search_id: int, candidate_id: int, fmt: str) 
         dataset = data.load(spec.dataset)
         shape, classes = dataset.input_shape, dataset.num_classes
     try:
-        if fmt not in formats(found.metrics, True):
+        if fmt == "sparse" and fmt not in formats(found.metrics, True):
             raise ExportError(f"candidate {candidate_id} has no masked weights to store sparse (it was not pruned by "
                               "an unstructured method); export it as state_dict")
         return export(spec, found.genome, fmt, weights=store.weights(candidate_id),

@@ -163,10 +163,11 @@ def test_model_formats_need_weights(fmt):
 
 
 def test_unknown_format_names_the_valid_ones():
-    with pytest.raises(ExportError, match="unknown export format 'tflite'.*genotype, state_dict, torch_export, onnx"):
+    valid = "genotype, state_dict, sparse, torch_export, onnx"
+    with pytest.raises(ExportError, match=f"unknown export format 'tflite'.*{valid}"):
         export(nasnet_spec(), NASNET_A, "tflite", weights=b"", input_shape=DIGITS, num_classes=10, name="c")
     assert issubclass(ExportError, DvolverError)
-    assert FORMATS == ("genotype", "state_dict", "torch_export", "onnx")
+    assert FORMATS == ("genotype", "state_dict", "sparse", "torch_export", "onnx")
 
 
 def test_weights_of_another_architecture_are_refused(candidates):

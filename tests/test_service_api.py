@@ -94,6 +94,12 @@ def test_another_owners_search_is_404(service):
     ({"objectives": ["acc", "speed"]}, ["body", "objectives"]),
     ({"population": "many"}, ["body", "population"]),
     ({"colour": "red"}, ["body", "colour"]),
+    ({"space": "conv4", "space_options": {}, "pruning": {"methods": ["obd"]}}, ["body", "pruning", "methods"]),
+    ({"space": "conv4", "space_options": {}, "pruning": {"methods": ["reparam"], "budgets": [0]}},
+     ["body", "pruning", "budgets"]),
+    ({"space": "conv4", "space_options": {}, "training": {"epochs": 150},
+      "pruning": {"methods": ["magnitude"], "options": {"magnitude": {"finetune_epochs": 100}}}},
+     ["body", "pruning", "options", "magnitude", "finetune_epochs"]),
 ])
 def test_an_invalid_or_oversized_spec_is_422_naming_the_field_and_creates_nothing(service, body, field):
     store = service["store"]

@@ -35,6 +35,12 @@ def check_limits(spec: SearchSpec, settings: Settings) -> None:
     ):
         if value > limit:
             raise _limit_error(loc, f"{'.'.join(loc)} = {value} is over this service's limit {name} = {limit}")
+    # Magnitude fine-tuning trains on top of training.epochs: the same limit holds for the sum.
+    finetune = ((spec.pruning.options.get("magnitude") or {}).get("finetune_epochs", 0)) if spec.pruning else 0
+    if spec.training.epochs + finetune > settings.max_epochs:
+        loc = ("pruning", "options", "magnitude", "finetune_epochs")
+        raise _limit_error(loc, f"training.epochs + {'.'.join(loc)} = {spec.training.epochs + finetune} is over "
+                                f"this service's limit max_epochs = {settings.max_epochs}")
 
 
 def _too_many(exc: LimitError, settings: Settings) -> RequestValidationError:
