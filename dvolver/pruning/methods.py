@@ -84,18 +84,17 @@ class JointOptions(BaseModel):
 class Method:
     name: str
     options: type[BaseModel]
-    takes_budget: bool
-    structured: bool
-    description: str
+    takes_budget: bool  # False: the method learns its sparsity
+    structured: bool  # True: removes whole filters, so the result is a narrower dense network
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("aslp", ASLPOptions, False, False, "Gumbel-softmax masks over frozen random weights (learned sparsity)"),
-    Method("edgepopup", EdgePopupOptions, True, False, "per-layer top-k scores over frozen random weights"),
-    Method("supermask", SupermaskOptions, False, False, "Bernoulli masks over frozen random weights"),
-    Method("reparam", ReparamOptions, True, False, "w * h_t(w) with a budget loss, trained from scratch"),
-    Method("magnitude", MagnitudeOptions, True, False, "train dense, keep the largest weights"),
-    Method("joint", JointOptions, True, True, "joint search-and-training filter pruning"),
+    Method("aslp", ASLPOptions, takes_budget=False, structured=False),
+    Method("edgepopup", EdgePopupOptions, takes_budget=True, structured=False),
+    Method("supermask", SupermaskOptions, takes_budget=False, structured=False),
+    Method("reparam", ReparamOptions, takes_budget=True, structured=False),
+    Method("magnitude", MagnitudeOptions, takes_budget=True, structured=False),
+    Method("joint", JointOptions, takes_budget=True, structured=True),
 )}
 
 
@@ -124,10 +123,14 @@ class Pruned:
         return out
 
 
+def _method(name: str) -> Method:
+    if name not in METHODS:
+        raise PruningError(f"unknown pruning method {name!r}; choose among {', '.join(METHODS)}")
+    return METHODS[name]
+
+
 def parse_options(method: str, options: dict[str, Any] | None) -> BaseModel:
-    if method not in METHODS:
-        raise PruningError(f"unknown pruning method {method!r}; choose among {', '.join(METHODS)}")
-    return METHODS[method].options(**(options or {}))
+    return _method(method).options(**(options or {}))
 
 
 def check_budget(budget: float) -> None:
@@ -138,12 +141,11 @@ def check_budget(budget: float) -> None:
 
 def check(method: str, model: nn.Module, budget: float | None = None) -> None:
     """Raises PruningError when ``method`` cannot prune ``model`` (or take ``budget``), before any training."""
-    if method not in METHODS:
-        raise PruningError(f"unknown pruning method {method!r}; choose among {', '.join(METHODS)}")
+    info = _method(method)
     if budget is not None:
         check_budget(budget)
     name = type(model).__name__
-    if METHODS[method].structured:
+    if info.structured:
         if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
             raise PruningError(f"{method} removes conv filters and {name} has no Conv2d layer; "
                                "prune it with an unstructured method (aslp, edgepopup, supermask, reparam, magnitude)")
@@ -179,8 +181,8 @@ def joint_schedule(epochs: int, options: JointOptions) -> tuple[int, tuple[int, 
 def prune(model: nn.Module, dataset: Dataset, method: str, budget: float | None, options: BaseModel | dict | None,
           training: TrainingSpec, seed: int, device: torch.device) -> Pruned:
     """Prune ``model`` (modified in place, built and seeded by the caller) on ``dataset``; see the module doc."""
+    info = _method(method)
     opts = options if isinstance(options, BaseModel) else parse_options(method, options)
-    info = METHODS[method]
     if info.takes_budget and budget is None:
         raise PruningError(f"{method} needs a budget: the fraction of weights to keep, in (0, 1]")
     check(method, model, budget if info.takes_budget else None)
@@ -256,6 +258,7 @@ def magnitude_prune_trained(model: nn.Module, dataset: Dataset, budget: float, o
 
 
 def _run_joint(model, dataset, budget, opts: JointOptions, training, seed, device, start) -> Pruned:
+    # joint.search_and_train trains its sub-networks with its own loop, on the CPU tensors it is given.
     iterations, stage_epochs, finetune = joint_schedule(training.epochs, opts)
     cfg = joint.JointConfig(
         ratios=joint_ratios(budget), gumbel_scale=opts.gumbel_scale, iterations=iterations, epochs=stage_epochs,
