@@ -19,6 +19,11 @@ import numpy as np
 
 from search_spaces import Genome, GenomeCodec, SearchSpace
 
+from .surrogate_search import CheapObjectives, CheapValues, SurrogateSearch
+
+__all__ = ["NSGA2", "Algorithm", "CheapObjectives", "CheapValues", "GridSearch", "RandomSearch", "SurrogateSearch",
+           "make_algorithm"]
+
 GENE_SWAP_P = 0.1
 GENE_MUTATION_P = 0.1
 CROSSOVER_P = 0.9
@@ -124,7 +129,11 @@ class NSGA2:
 
 
 def make_algorithm(name: str, space: SearchSpace, key: Callable[[Genome], str], population: int,
-                   n_objectives: int, seed: int) -> Algorithm:
+                   n_objectives: int, seed: int, cheap: CheapObjectives | None = None) -> Algorithm:
+    """`cheap`: what is known of a genome before training (its cheap objectives and their constraints);
+    the algorithms that choose what to evaluate by it use it, the others ignore it."""
+    if name == "surrogate":
+        return SurrogateSearch(space, key, population, n_objectives, seed, cheap)
     if name == "random":
         return RandomSearch(space, key, population, seed)
     if name == "grid":

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -105,7 +106,7 @@ def search(
     space: str = typer.Option(None, help="nasnet, nb201, or a backbone to prune (conv4, resnet20, ...) [nasnet]"),
     dataset: str = typer.Option(None, help="'digits' (bundled), an .npz file or a CIFAR-10 python folder [digits]"),
     table: str = typer.Option(None, help="nb201: CSV of measured results; candidates are looked up, not trained"),
-    algorithm: str = typer.Option(None, help="nsga2, random or grid [nsga2]"),
+    algorithm: str = typer.Option(None, help="nsga2, surrogate, random or grid [nsga2]"),
     prune: str = typer.Option(None, help="pruning methods to search beside the unpruned networks, comma-separated: "
                               "aslp, edgepopup, supermask, reparam, magnitude, joint"),
     budgets: str = typer.Option(None, help="with --prune: fractions kept, comma-separated [0.5,0.2,0.1,0.05,0.03]"),
@@ -621,6 +622,30 @@ def token_revoke(name: str = typer.Argument(..., help="the token's name"), db: s
     except DvolverError as exc:
         _fail(str(exc))
     err.print(f"token {name!r} revoked", highlight=False)
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Compare Dvolver's search with its peers on benchmark tables.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("nb201")
+def bench_nb201(
+    table: Path = typer.Option(..., help="CSV with a row per NAS-Bench-201 cell (as for `search --table`)"),
+    seeds: int = typer.Option(10, help="seeds 0..N-1, the same for every search"),
+    budgets: str = typer.Option("100,300,1000", help="evaluation budgets, comma-separated"),
+    objectives: str = typer.Option("acc,flops", help="acc followed by flops and/or params"),
+) -> None:
+    """Evaluations to reach the true front: Dvolver's algorithms against Optuna's and pymoo's NSGA-II."""
+    from . import efficiency
+
+    try:
+        levels = [int(b) for b in _floats("budgets", budgets)]
+        problem = efficiency.load_problem(table, [o.strip() for o in objectives.split(",") if o.strip()])
+        err.print(f"true front: {len(problem.front)} points; seeds 0..{seeds - 1}; budgets {levels}", highlight=False)
+        rows = efficiency.compare(problem, range(seeds), levels, log=lambda line: err.print(line, highlight=False))
+    except DvolverError as exc:
+        _fail(escape(str(exc)))
+    sys.stdout.write("\n".join(efficiency.table_lines(rows, seeds)) + "\n")
 
 
 def main() -> None:

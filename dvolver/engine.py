@@ -21,7 +21,7 @@ import search_spaces
 from search_spaces import Genome, genome_key
 
 from . import data
-from .algorithms import make_algorithm
+from .algorithms import CheapValues, make_algorithm
 from .errors import DvolverError
 from .evaluation import WEIGHTS, candidate_seed, cheap_metrics, evaluate
 from .executors import Executor
@@ -118,6 +118,7 @@ class _Run:
         self.hv_box: tuple[np.ndarray, np.ndarray] | None = None
         self.hv_history: list[list[float]] = []
         self.busy: dict[str, float] = {}
+        self._cheap_metrics: dict[str, dict[str, Any]] = {}  # per key: building a network to count it takes time
         self.first_submit: float | None = None
         self.last_done: float | None = None
         if self.spec.table_mode:
@@ -139,7 +140,7 @@ class _Run:
     def run(self) -> None:
         spec = self.spec
         algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
-                                   spec.seed)
+                                   spec.seed, cheap=self.cheap_values)
         idle = 0
         while self.progress.evaluations < spec.evaluations:
             self._check_stop()
@@ -179,7 +180,7 @@ class _Run:
             if key in self.known:
                 self._accept(self.known[key], reused=True)
                 continue
-            cheap = cheap_metrics(genome, spec, self.input_shape, self.num_classes)
+            cheap = self.cheap_metrics(genome)
             cheap_values = {k: float(v) for k, v in cheap.items() if k in OBJECTIVES}
             if violation(spec.constraints, cheap_values, cheap_only=True) > 0:
                 self._accept(self.store.record(self.search_id, key, genome, "infeasible", cheap_values, cheap))
@@ -191,6 +192,20 @@ class _Run:
             submitted.add(key)
         if submit:
             self._evaluate(submit)
+
+    def cheap_metrics(self, genome: Genome) -> dict[str, Any]:
+        key = self.key(genome)
+        if key not in self._cheap_metrics:
+            self._cheap_metrics[key] = cheap_metrics(genome, self.spec, self.input_shape, self.num_classes)
+        return self._cheap_metrics[key]
+
+    def cheap_values(self, genome: Genome) -> CheapValues:
+        """The algorithm's view of a genome before training: its cheap objectives, minimised (NaN for
+        the rest), and how far it breaks the constraints on them."""
+        values = {k: float(v) for k, v in self.cheap_metrics(genome).items() if k in OBJECTIVES}
+        known = [OBJECTIVES[o].minimised(values[o]) if OBJECTIVES[o].cheap and o in values else np.nan
+                 for o in self.spec.objectives]
+        return CheapValues(np.array(known, dtype=float), violation(self.spec.constraints, values, cheap_only=True))
 
     def _check_stop(self) -> None:
         reason = self.should_stop()

@@ -21,7 +21,7 @@ from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
 from .pruning import methods as methods_registry
 
-ALGORITHM_NAMES = ("nsga2", "random", "grid")
+ALGORITHM_NAMES = ("nsga2", "surrogate", "random", "grid")
 TABLE_OBJECTIVES = ("acc", "flops", "params")
 
 

@@ -62,7 +62,7 @@ def test_cheap_constraints_reject_before_training(db):
     macs = sorted(count(space.build(space.sample(rng), (1, 8, 8), 10), (1, 8, 8)).macs for _ in range(8))
     bound = 2 * macs[len(macs) // 2]  # FLOPs: about half of random cells pass
     executor = CountingExecutor()
-    spec = SearchSpec.from_dict(TINY | {"constraints": {"max_flops": bound}})
+    spec = SearchSpec.from_dict(TINY | {"algorithm": "nsga2", "constraints": {"max_flops": bound}})
     store = Store(db)
     search_id = store.create_search(spec.model_dump(mode="json"), versions())
     result = run(store, search_id, executor)

@@ -1,0 +1,288 @@
+"""Surrogate-assisted Pareto search: spend each evaluation where a cheap model says the front gains most.
+
+In NAS an evaluation is a training run, while FLOPs and params are known from the genome. So every
+batch this search
+1. builds a pool of new networks (never one already asked: canonical keys), mostly 1- and 2-gene
+   mutations and crossovers of the current front and the fronts just behind it, plus uniform
+   samples that keep it from collapsing onto one region;
+2. takes their cheap objectives as they are, and predicts the expensive ones (accuracy, latency)
+   with an ensemble of randomised trees fitted on everything evaluated so far;
+3. picks the batch greedily by optimistic hypervolume improvement (mean - kappa * spread, all
+   minimised) over the current front, adding each pick at its predicted value before the next, so
+   one batch spreads along the cheap objectives' range instead of piling onto one niche.
+The first batch, with no model yet, is spread over the cheap objectives' range (farthest points).
+
+Works for any number of objectives, constraints (G > 0 infeasible; cheap ones are checked before a
+candidate is asked) and failed evaluations (never used to fit the model). Every random choice
+comes from one generator seeded by `seed`: the same seed asks the same genomes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from search_spaces import Genome, GenomeCodec, SearchSpace
+
+from .pareto import dominance_distance, hypervolume_improvement, non_dominated
+
+POOL_PER_SLOT = 4  # candidates scored per evaluation asked: each costs a cheap count (tens of ms for NASNet)
+MUTATION_SHARE = 0.6  # of the pool; crossovers take CROSSOVER_SHARE, uniform samples the rest
+CROSSOVER_SHARE = 0.25
+TWO_GENE_P = 0.3  # a mutation changes two genes instead of one
+KAPPA = 1.5  # optimism: how many ensemble spreads (in rank) below the mean prediction a candidate is scored at
+TREES = 64
+REFERENCE_MARGIN = 0.1  # the hypervolume reference point sits this share of the range past the worst seen
+UNKNOWN_ABOVE = 1e15  # the engine tells ~1e18 for an objective an unevaluated candidate has no value for
+
+
+@dataclass(frozen=True)
+class CheapValues:
+    """What is known of a candidate before it is evaluated.
+
+    values: its minimised objectives, NaN for those that need training; violation: of the
+    constraints on cheap objectives (> 0: the engine would reject it untrained)."""
+
+    values: np.ndarray
+    violation: float = 0.0
+
+
+CheapObjectives = Callable[[Genome], CheapValues]
+
+
+class SurrogateSearch:
+    def __init__(self, space: SearchSpace, key: Callable[[Genome], str], batch: int, n_objectives: int, seed: int,
+                 cheap: CheapObjectives | None = None) -> None:
+        self.space, self.key, self.batch, self.m = space, key, batch, n_objectives
+        self.codec: GenomeCodec = space.codec()
+        self.rng = np.random.default_rng(seed)
+        self._cheap_fn = cheap or (lambda genome: CheapValues(np.full(n_objectives, np.nan)))
+        self._cheap: dict[str, CheapValues] = {}
+        self.asked: set[str] = set()
+        self.genomes: list[Genome] = []
+        self.F = np.empty((0, n_objectives))
+        self.G = np.empty(0)
+        self.pool_size = POOL_PER_SLOT * max(batch, 2)
+
+    def ask(self) -> list[Genome]:
+        pool = self._pool()
+        if not pool:
+            return []
+        cheap = [self._cheap_of(g) for g in pool]
+        allowed = np.array([c.violation <= 0 for c in cheap])
+        if not allowed.any():  # let the engine record them infeasible, so a search that cannot be met stops
+            order = np.argsort([c.violation for c in cheap], kind="stable")
+            chosen = [pool[i] for i in order[: self.batch]]
+        else:
+            pool = [g for g, ok in zip(pool, allowed) if ok]
+            known = np.array([c.values for c, ok in zip(cheap, allowed) if ok]).reshape(len(pool), self.m)
+            valid = self._valid_rows()
+            chosen = self._select(pool, known) if valid.sum() >= 2 else self._spread(pool, known)
+        self.asked.update(self.key(g) for g in chosen)
+        return chosen
+
+    def tell(self, genomes: list[Genome], F: np.ndarray, G: np.ndarray) -> None:
+        F = np.asarray(F, dtype=float).reshape(len(genomes), self.m)
+        G = np.asarray(G, dtype=float).reshape(len(genomes), -1)
+        self.genomes += [tuple(int(v) for v in g) for g in genomes]
+        self.asked.update(self.key(g) for g in genomes)
+        self.F = np.vstack([self.F, F])
+        self.G = np.concatenate([self.G, G.max(axis=1) if G.shape[1] else np.zeros(len(genomes))])
+
+    # --- the pool -------------------------------------------------------------------------------
+
+    def _pool(self) -> list[Genome]:
+        out: list[Genome] = []
+        seen: set[str] = set()
+
+        def add(genome: Genome) -> None:
+            genome = tuple(int(v) for v in genome)
+            k = self.key(genome)
+            if k not in self.asked and k not in seen:
+                seen.add(k)
+                out.append(genome)
+
+        parents = self._parents()
+        target = self.pool_size
+        if parents:
+            self._fill(out, add, lambda: self._mutant(parents), int(MUTATION_SHARE * target))
+            if len(parents) > 1:
+                self._fill(out, add, lambda: self._child(parents), int((MUTATION_SHARE + CROSSOVER_SHARE) * target))
+        self._fill(out, add, lambda: self.space.sample(self.rng), target)
+        return out
+
+    @staticmethod
+    def _fill(out: list[Genome], add: Callable[[Genome], None], make: Callable[[], Genome], upto: int) -> None:
+        """Draw until the pool holds `upto` (a small or nearly exhausted space may never get there)."""
+        for _ in range(20 * max(upto - len(out), 0)):
+            if len(out) >= upto:
+                break
+            add(make())
+
+    def _parents(self) -> list[Genome]:
+        """The feasible front and the fronts behind it, until they hold a batch's worth of networks."""
+        rows = np.flatnonzero(self._valid_rows() & (self.G <= 0))
+        chosen: list[int] = []
+        want = max(self.batch, 10)
+        while len(rows) and len(chosen) < want:
+            mask = non_dominated(self.F[rows])
+            chosen += rows[mask].tolist()
+            rows = rows[~mask]
+        return [self.genomes[i] for i in chosen]
+
+    def _mutant(self, parents: list[Genome]) -> Genome:
+        genome = list(parents[self.rng.integers(len(parents))])
+        n = min(len(genome), 2 if self.rng.random() < TWO_GENE_P else 1)
+        for i in self.rng.choice(len(genome), size=n, replace=False):
+            genome[i] = self.codec.mutate_gene(int(i), genome[i], self.rng)
+        return tuple(genome)
+
+    def _child(self, parents: list[Genome]) -> Genome:
+        a, b = self.rng.choice(len(parents), size=2, replace=False)
+        child = list(parents[a])
+        other = parents[b]
+        for i in range(len(child)):
+            if self.rng.random() < 0.5:
+                child[i] = self.codec.cross_gene(i, child[i], other[i], self.rng)[0]
+        return tuple(child)
+
+    def _cheap_of(self, genome: Genome) -> CheapValues:
+        k = self.key(genome)
+        if k not in self._cheap:
+            self._cheap[k] = self._cheap_fn(genome)
+        return self._cheap[k]
+
+    # --- choosing the batch ---------------------------------------------------------------------
+
+    def _valid_rows(self) -> np.ndarray:
+        """Evaluated candidates whose every objective was measured (not failed, not rejected untrained)."""
+        return np.isfinite(self.F).all(axis=1) & (np.abs(self.F) < UNKNOWN_ABOVE).all(axis=1)
+
+    def _spread(self, pool: list[Genome], known: np.ndarray) -> list[Genome]:
+        """Farthest-point picks over the cheap objectives: the first batch covers their whole range."""
+        cols = ~np.isnan(known).any(axis=0)
+        if not cols.any():
+            return pool[: self.batch]
+        X = known[:, cols]
+        span = np.ptp(X, axis=0)
+        X = (X - X.min(axis=0)) / np.where(span > 0, span, 1.0)
+        picks = [int(self.rng.integers(len(pool)))]
+        nearest = np.linalg.norm(X - X[picks[0]], axis=1)
+        while len(picks) < min(self.batch, len(pool)):
+            # Ties (many networks share a cost) are broken at random, not by pool order.
+            best = np.flatnonzero(nearest >= nearest.max() - 1e-12)
+            i = int(best[self.rng.integers(len(best))])
+            picks.append(i)
+            nearest = np.minimum(nearest, np.linalg.norm(X - X[i], axis=1))
+        return [pool[i] for i in picks]
+
+    def _select(self, pool: list[Genome], known: np.ndarray) -> list[Genome]:
+        mean, spread = self._predict(pool, known)
+        valid = self._valid_rows()
+        feasible = valid & (self.G <= 0)
+        front = self.F[feasible] if feasible.any() else self.F[valid]
+        front = front[non_dominated(front)]
+        # The reference point lies past the worst of everything seen, not just past the front: a more
+        # accurate network that costs more than any on the front so far must still count as a gain.
+        seen = np.vstack([self.F[valid], np.where(np.isnan(known), -np.inf, known)])
+        ideal, nadir = front.min(axis=0), seen.max(axis=0)
+        scale = np.where(nadir - ideal > 0, nadir - ideal, np.maximum(np.abs(nadir), 1.0))
+        reference = np.full(self.m, 1.0 + REFERENCE_MARGIN)
+
+        def norm(X: np.ndarray) -> np.ndarray:
+            return (X - ideal) / scale
+
+        believed = norm(mean)
+        hopeful = norm(mean - KAPPA * spread)
+        current = norm(front)
+        return [pool[i] for i in _greedy_batch(hopeful, believed, current, reference, self.batch)]
+
+    def _predict(self, pool: list[Genome], known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cheap objectives as they are (no spread); the others from a tree ensemble per objective."""
+        mean, spread = known.copy(), np.zeros_like(known)
+        missing = np.isnan(known)
+        if not missing.any():
+            return mean, spread
+        valid = self._valid_rows()
+        X_seen = self._features([self.genomes[i] for i in np.flatnonzero(valid)])
+        X_pool = self._features(pool)
+        for j in np.flatnonzero(missing.any(axis=0)):
+            mu, sd = _forest(X_seen, self.F[valid, j], X_pool, int(self.rng.integers(2**31)))
+            mean[missing[:, j], j] = mu[missing[:, j]]
+            spread[missing[:, j], j] = sd[missing[:, j]]
+        return mean, spread
+
+    def _features(self, genomes: list[Genome]) -> np.ndarray:
+        """One-hot genes of the canonical form (equivalent networks look alike), set genes as their bits,
+        plus the cheap objectives, which say much about accuracy (bigger networks learn more)."""
+        rows = []
+        for genome in genomes:
+            g = self.space.canonical(genome)
+            parts: list[np.ndarray] = []
+            for i, (lo, hi) in enumerate(zip(self.codec.lower, self.codec.upper)):
+                if i in self.codec.set_genes:
+                    parts.append(np.array([(int(g[i]) >> b) & 1 for b in range(int(hi).bit_length())], float))
+                else:
+                    onehot = np.zeros(hi - lo + 1)
+                    onehot[int(g[i]) - lo] = 1.0
+                    parts.append(onehot)
+            cheap = self._cheap_of(genome).values
+            parts.append(np.nan_to_num(np.sign(cheap) * np.log1p(np.abs(cheap)), nan=0.0))
+            rows.append(np.concatenate(parts))
+        return np.array(rows)
+
+
+def _forest(X: np.ndarray, y: np.ndarray, X_new: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread over the trees of an extremely randomised forest: the spread is large where
+    the evaluations so far disagree or are absent, which is where optimism should look.
+
+    The trees learn ranks, not values: a few broken networks (10 % accuracy) would otherwise make the
+    spread largest wherever one was seen, not where a better network is likely. Predictions are
+    mapped back through the observed values."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    order = np.sort(y)
+    ranks = (np.argsort(np.argsort(y, kind="stable"), kind="stable") + 0.5) / len(y)
+    forest = ExtraTreesRegressor(n_estimators=TREES, min_samples_leaf=2, max_features=0.5, bootstrap=True,
+                                 random_state=seed, n_jobs=1)
+    forest.fit(X, ranks)
+    per_tree = np.stack([t.predict(X_new) for t in forest.estimators_])
+    mean, spread = per_tree.mean(axis=0), per_tree.std(axis=0)
+    grid = (np.arange(len(y)) + 0.5) / len(y)
+    value = np.interp(mean, grid, order)
+    optimistic = np.interp(mean - KAPPA * spread, grid, order, left=order[0] - (order[-1] - order[0]) / len(y))
+    return value, (value - optimistic) / KAPPA if KAPPA > 0 else np.zeros_like(value)
+
+
+def _greedy_batch(hopeful: np.ndarray, believed: np.ndarray, front: np.ndarray, reference: np.ndarray,
+                  size: int) -> list[int]:
+    """Pick `size` rows one at a time by hypervolume improvement of their optimistic point over the
+    front, each pick joining the front at its believed point.
+
+    Improvements only shrink as the front grows, so a stale score is an upper bound and only the
+    leader needs rescoring (lazy greedy). Once no candidate improves the front even optimistically,
+    the ones closest to it come next.
+    """
+    front = np.asarray(front, dtype=float)
+    bound = np.array([hypervolume_improvement(p, front, reference) for p in hopeful])
+    free = np.ones(len(hopeful), dtype=bool)
+    picks: list[int] = []
+    while len(picks) < min(size, len(hopeful)):
+        i = -1
+        while (bound[free] > 0).any():
+            lead = int(np.flatnonzero(free)[np.argmax(bound[free])])
+            bound[lead] = hypervolume_improvement(hopeful[lead], front, reference)
+            others = free.copy()
+            others[lead] = False
+            if bound[lead] > 0 and (not others.any() or bound[lead] >= bound[others].max()):
+                i = lead
+                break
+        if i < 0:
+            rest = np.flatnonzero(free)
+            i = int(rest[np.argmin(dominance_distance(hopeful[rest], front))])
+        picks.append(i)
+        free[i] = False
+        front = np.vstack([front, believed[i]])
+    return picks

@@ -1,0 +1,183 @@
+"""Issue 5: the surrogate search, the indicators it is scored with, and the canonical forms it relies on."""
+
+import builtins
+import random
+import zlib
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dvolver import efficiency
+from dvolver.algorithms import SurrogateSearch, make_algorithm
+from dvolver.api import run_search
+from dvolver.cli import app
+from dvolver.pareto import hypervolume, hypervolume_improvement, igd
+from dvolver.surrogate_search import CheapValues
+from search_spaces import genome_key, make_space
+from search_spaces.nb201 import ALL_GENOMES, NB201Cell, arch_str, edge_terms
+
+from .conftest import TINY, table_spec
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_hypervolume_and_igd_agree_with_pymoo(m):
+    from pymoo.indicators.hv import HV
+    from pymoo.indicators.igd import IGD
+
+    rng = np.random.default_rng(m)
+    reference = np.full(m, 1.1)
+    for trial in range(25):
+        F = rng.random((int(rng.integers(1, 40)), m))
+        if trial % 2:  # a curved front, most points mutually non-dominated
+            F /= np.linalg.norm(F, axis=1, keepdims=True)
+        assert hypervolume(F, reference) == pytest.approx(HV(ref_point=reference)(F), abs=1e-12)
+        point = rng.random(m)
+        gain = hypervolume(np.vstack([F, point]), reference) - hypervolume(F, reference)
+        assert hypervolume_improvement(point, F, reference) == pytest.approx(gain, abs=1e-12)
+        front = rng.random((int(rng.integers(1, 20)), m))
+        assert igd(F, front) == pytest.approx(IGD(front)(F), abs=1e-12)
+    assert hypervolume(np.array([[2.0] * m]), reference) == 0.0
+
+
+def _outputs(genome, x):
+    """The cell's output with each weighted edge's parameters drawn from what that edge computes, so
+    cells computing the same thing share weights wherever their edges sit."""
+    cell = NB201Cell(genome, x.shape[1])
+    terms = edge_terms(genome)
+    for edge, module in cell.edges.items():
+        gen = torch.Generator().manual_seed(zlib.crc32(terms.get(int(edge), "no weights").encode()))
+        for p in module.parameters():
+            p.data = torch.randn(p.shape, generator=gen)
+    return cell.train()(x)
+
+
+def test_table_canonical_forms_merge_only_the_same_network_at_the_same_cost(nb201_table):
+    space = make_space("nb201", {"table": str(nb201_table)})
+    classes = defaultdict(list)
+    for genome in ALL_GENOMES:
+        classes[space.canonical(genome)].append(genome)
+    cost = {g: (space.table.lookup(g).flops, space.table.lookup(g).params) for g in ALL_GENOMES}
+    for members in classes.values():
+        assert len({cost[g] for g in members}) == 1, arch_str(members[0])
+    x = torch.randn(3, 4, 6, 6)
+    rng = random.Random(5)
+    merged = [m for m in classes.values() if len(m) > 1]
+    for members in rng.sample(merged, 100):
+        reference = _outputs(members[0], x)
+        for other in rng.sample(members, min(4, len(members))):
+            assert torch.allclose(_outputs(other, x), reference, atol=1e-5), (arch_str(members[0]), arch_str(other))
+    canonicals = list(classes)
+    for a, b in (rng.sample(canonicals, 2) for _ in range(200)):
+        same_function = torch.allclose(_outputs(a, x), _outputs(b, x), atol=1e-3)
+        assert not same_function or cost[a] != cost[b], (arch_str(a), arch_str(b))
+
+
+def test_surrogate_search_beats_random_search_at_100_evaluations(nb201_table):
+    problem = efficiency.load_problem(nb201_table)
+    ours = efficiency.score(problem, np.array([problem.point(g)
+                                               for g in efficiency.dvolver_search("surrogate")(problem, 0, 100)]))
+    rand = efficiency.score(problem, np.array([problem.point(g)
+                                               for g in efficiency.dvolver_search("random")(problem, 0, 100)]))
+    assert ours.hv_ratio > rand.hv_ratio + 0.01
+
+
+def _keyer(space):
+    return lambda g: genome_key(space.name, space.canonical(g))
+
+
+def _toy(g):
+    return [-(sum(g) + (g[0] == 3) * 2.0), float(sum(1 for v in g if v == 3))]
+
+
+def _cheap_second(g):
+    return CheapValues(np.array([np.nan, float(sum(1 for v in g if v == 3))]))
+
+
+def _drive(algorithm, batches, fail_every=0):
+    asked = []
+    for _ in range(batches):
+        genomes = algorithm.ask()
+        asked.append(genomes)
+        F = np.array([_toy(g) for g in genomes])
+        G = np.zeros((len(genomes), 1))
+        if fail_every:
+            F[::fail_every], G[::fail_every] = 1e18, 1e6  # what the engine tells for a failed evaluation
+        algorithm.tell(genomes, F, G)
+    return asked
+
+
+def test_surrogate_search_is_reproducible_and_never_asks_a_network_twice():
+    space = make_space("nb201")
+
+    def run(seed, fail_every=0):
+        algorithm = make_algorithm("surrogate", space, _keyer(space), 8, 2, seed, cheap=_cheap_second)
+        return _drive(algorithm, 8, fail_every)
+
+    first = run(3)
+    assert first == run(3)
+    assert first != run(4)
+    keys = [_keyer(space)(g) for batch in first for g in batch]
+    assert len(keys) == len(set(keys)) == 64
+    with_failures = run(3, fail_every=3)  # failures are never fitted on, and the search goes on
+    assert sum(len(b) for b in with_failures) == 64
+
+
+def test_surrogate_search_improves_without_cheap_objectives_and_with_three():
+    space = make_space("nb201")
+    blind = _drive(SurrogateSearch(space, _keyer(space), 10, 2, seed=1), 10)
+    assert max(sum(g) for b in blind[-3:] for g in b) > max(sum(g) for g in blind[0])
+
+    def three(g):
+        return CheapValues(np.array([np.nan, float(sum(1 for v in g if v == 3)), float(g.count(2))]))
+
+    algorithm = SurrogateSearch(space, _keyer(space), 10, 3, seed=1, cheap=three)
+    for _ in range(5):
+        genomes = algorithm.ask()
+        algorithm.tell(genomes, np.array([_toy(g) + [g.count(2)] for g in genomes]), np.zeros((len(genomes), 1)))
+    assert len(algorithm.genomes) == 50
+
+
+def test_surrogate_search_never_asks_what_breaks_a_cheap_constraint(nb201_table, db):
+    res = run_search(table_spec(nb201_table, algorithm="surrogate", evaluations=60, constraints={"max_flops": 5e7}),
+                     db=db, executor="inline")
+    assert res.stats["evaluations"] == 60 and res.stats["infeasible"] == 0
+    assert all(c.objectives["flops"] <= 5e7 for c in res.candidates)
+
+
+def test_surrogate_search_on_three_table_objectives(nb201_table, db):
+    res = run_search(table_spec(nb201_table, algorithm="surrogate", evaluations=60,
+                                objectives=["acc", "flops", "params"]), db=db, executor="inline")
+    assert res.stats["evaluations"] == 60 and len(res.front) >= 3
+
+
+def test_surrogate_search_on_nasnet_end_to_end(db):
+    first = run_search(TINY | {"algorithm": "surrogate", "seed": 2}, db=db, executor="inline")
+    assert first.status == "finished" and first.stats["evaluations"] == 8 and first.front
+    again = run_search(TINY | {"algorithm": "surrogate", "seed": 2}, db=db, executor="inline")
+    assert [c.key for c in again.candidates] == [c.key for c in first.candidates]
+
+
+def test_bench_command_compares_every_search(nb201_table):
+    result = CliRunner().invoke(app, ["bench", "nb201", "--table", str(nb201_table), "--seeds", "1",
+                                      "--budgets", "40"])
+    assert result.exit_code == 0, result.output
+    for name in efficiency.SEARCHES:
+        assert f"| {name} | 40 |" in result.output
+
+
+def test_bench_command_says_how_to_install_optuna(nb201_table, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_optuna(name, *args, **kwargs):
+        if name == "optuna":
+            raise ImportError("no optuna")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    result = CliRunner().invoke(app, ["bench", "nb201", "--table", str(nb201_table), "--seeds", "1",
+                                      "--budgets", "20"])
+    assert result.exit_code == 2
+    assert "pip install 'dvolver[bench]'" in result.output
