@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # oversubscribed OpenMP threads crawl when other work shares the cores
     dataset = data.load("digits")
     space = search_spaces.make_space("nasnet", {})
     genome = space.sample(np.random.default_rng(1))
