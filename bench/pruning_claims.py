@@ -18,9 +18,9 @@ fraction of its weights kept.
 
 Defaults: the 10,000-image CIFAR-10 subset (9,000 train, 1,000 validation, 2,000 test), batch 64 (~140 steps an
 epoch), 8 epochs for the masks (ASLP and Supermask at lr 50 sit at chance for the first ~150-300 steps), 6 for
-Conv4 dense / reparam (+ 2 fine-tune), 16 for joint, peak lr 0.1 with the one-cycle schedule: about 45 minutes
-on 2 otherwise idle CPU cores (measured per-epoch costs: ~27 s a mask method, ~20 s dense Conv4, ~30 s reparam,
-~11 s dense ResNet-20, ~15-20 s joint); other work on the machine stretches that. The papers train ~100-300
+Conv4 dense / reparam (+ 2 fine-tune), 16 for joint, peak lr 0.1 with the one-cycle schedule: about 40 minutes
+on 2 otherwise idle CPU cores (per-epoch costs: ~25 s a mask method, ~20 s dense Conv4, ~30 s reparam, ~11 s
+dense ResNet-20, ~12 s joint); 59 min measured with a test suite sharing the cores. The papers train ~100-300
 epochs on the full 50,000 images, so expect far lower accuracies here: the proxy shows the ordering of the
 methods, not the papers' numbers.
 
