@@ -10,7 +10,7 @@
     fine-tuning; reparam trained from scratch the same epochs with the budget in the loss (lam ``--lam``).
 (c) Joint search-and-training filter pruning of ResNet-20 (keep ratios 0.60 ... 0.85) vs the dense ResNet-20
     trained as many epochs as joint used in all (its iterations plus its fine-tune). Both without
-    augmentation, because joint's own training loop has none.
+    augmentation (the measured run predates joint honouring the spec's augmentation; kept for comparability).
 
 Within a part every method gets the same epochs, batch size, seed and data; accuracies are percent, MACs are
 multiply-accumulates of one 32x32 image (FLOPs = 2 x MACs); sparse MACs count each layer's MACs times the
@@ -32,7 +32,7 @@ Longer, on a GPU, with the full CIFAR-10 (a python-format folder: data_batch_1..
     python bench/pruning_claims.py --data /path/to/cifar-10-batches-py --device cuda --batch-size 256 \\
         --epochs-masks 100 --epochs-reparam 100 --finetune-epochs 20 --epochs-joint 160
 
-(joint pruning's own loop always trains on the CPU; expect part c to take longest there.)
+(joint keeps its full network and alpha step on the CPU and trains its sub-networks on the device.)
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def magnitude_rows(trained: torch.nn.Module, dense: Any, budget: float, spec: Tr
 
 
 def part_c(ds: data.Dataset, args: argparse.Namespace) -> list[Row]:
-    # Joint's own loop trains without augmentation; the dense peer does the same for an even comparison.
+    # Both without augmentation, as in the recorded run (joint now follows the spec: augment="none" applies to both).
     spec = TrainingSpec(epochs=args.epochs_joint, batch_size=args.batch_size, lr=args.lr, augment="none",
                         train_limit=args.train_limit)
     print(f"part c, resnet20: joint budget {args.epochs_joint} epochs, batch {args.batch_size}, lr {args.lr}",

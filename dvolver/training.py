@@ -57,6 +57,22 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def place(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """Moves ``model`` to ``device``, in channels-last layout if asked; returns it."""
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def training_batch(x: torch.Tensor, generator: torch.Generator, augment: bool, device: torch.device,
+                   channels_last: bool) -> torch.Tensor:
+    """Training images as the model takes them: augmented on the CPU from ``generator`` if asked, then moved."""
+    if augment:
+        x = crop_flip(x, generator)
+    return _to(x, device, channels_last)
+
+
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
              channels_last: bool, batch_size: int = 1024) -> float:
     model.eval()
@@ -110,9 +126,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
     restore the best state at the end (early stopping, as the mask-learning methods use).
     """
     channels_last = use_channels_last(cfg, device)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    place(model, device, channels_last)
     epochs = cfg.epochs if epochs is None else epochs
     x_train, y_train = training_split(data, cfg)
     augment = use_augmentation(cfg, data.input_shape)
@@ -127,9 +141,12 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
         group.setdefault("nesterov", group["momentum"] > 0)
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.SGD(groups)
-    if cfg.schedule == "one_cycle":
+    warmup = 0.25
+    # OneCycleLR ends its warm-up at step warmup * total_steps - 1: at step 0 (4 steps here) it divides by zero,
+    # before it there is no warm-up at all and a single step runs at lr ~0. Cosine works for any length.
+    if cfg.schedule == "one_cycle" and warmup * total_steps > 1:
         scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.25,
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=warmup,
             cycle_momentum=False)
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
@@ -141,10 +158,8 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
         loss_sum, seen = 0.0, 0
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            xb = x_train[idx]
-            if augment:
-                xb = crop_flip(xb, generator)
-            xb, yb = _to(xb, device, channels_last), y_train[idx].to(device)
+            xb = training_batch(x_train[idx], generator, augment, device, channels_last)
+            yb = y_train[idx].to(device)
             loss = F.cross_entropy(model(xb), yb)
             if penalty is not None:
                 loss = loss + penalty()

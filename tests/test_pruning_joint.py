@@ -1,5 +1,7 @@
 import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -211,6 +213,56 @@ def test_search_and_train_end_to_end_on_resnet20():
     assert acc > 0.5  # chance is 0.25
 
 
+@contextmanager
+def _first_conv_training_inputs() -> Iterator[list[torch.Tensor]]:
+    """What every network's first conv is given in train mode with gradients on: the training batches, and
+    the alpha step's held-out ones."""
+    seen: list[torch.Tensor] = []
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, nn.Conv2d) and module.in_channels == SHAPE[0] and module.training \
+                and torch.is_grad_enabled():
+            seen.append(args[0].detach().cpu())
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_sub_networks_and_fine_tune_train_on_augmented_batches_when_asked(augment):
+    train, val = _data(64, 12), _data(32, 13)
+    # No pixel is exactly zero, so a zero in what the first conv sees is crop_flip's padding.
+    assert bool((train[0] != 0).all() and (val[0] != 0).all())
+    cfg = JointConfig(iterations=2, epochs=[1], lrs=[0.05], batch_size=32, finetune_epochs=1, augment=augment)
+    with _first_conv_training_inputs() as seen:
+        search_and_train(_resnet(), train, val, train[0][:1], cfg)
+    padded = [bool((x == 0).any()) for x in seen]
+    # 2 batches an epoch, 2 iterations of 1 epoch and 1 fine-tune epoch; the alpha step's batches never are.
+    assert sum(padded) == (6 if augment else 0), padded
+    assert len(padded) - sum(padded) >= 2
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_sub_networks_train_on_the_configured_device_and_layout(device, channels_last):
+    model = _resnet()
+    before = copy.deepcopy(model.state_dict())
+    train, val = _data(64, 14), _data(32, 15)
+    cfg = JointConfig(iterations=1, epochs=[1], lrs=[0.05], batch_size=32, finetune_epochs=1, device=device,
+                      channels_last=channels_last, grad_clip=1.0)
+    result = search_and_train(model, train, val, train[0][:1], cfg)
+    assert all(p.device.type == device for p in result.model.parameters())
+    kernels = [m.weight for m in result.model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1
+               and m.kernel_size != (1, 1)]  # a 1x1 kernel is contiguous in both layouts
+    assert kernels and all(w.is_contiguous(memory_format=torch.channels_last) == channels_last for w in kernels)
+    # the target network stays on the CPU in its own layout, and the trained filters were written back into it
+    assert all(p.device.type == "cpu" and p.is_contiguous() for p in model.parameters())
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def test_model_without_convolutions_raises_before_training():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
     before = copy.deepcopy(model.state_dict())
@@ -227,3 +279,6 @@ def test_config_validation():
         JointConfig(iterations=0)
     with pytest.raises(ValueError):
         JointConfig(ratios=[])
+    with pytest.raises(ValueError, match="grad_clip"):
+        JointConfig(grad_clip=0.0)
+    assert JointConfig(device="cpu").device == torch.device("cpu")

@@ -95,6 +95,28 @@ def test_joint_returns_a_narrower_dense_network_with_its_real_costs(digits):
         assert 0 < out.layers[root] <= max(methods.joint_ratios(0.5)) + 1 / 64
 
 
+@pytest.mark.parametrize("augment", ["none", "crop_flip"])
+def test_joint_trains_with_the_specs_augmentation_layout_and_device(digits, augment):
+    assert bool((digits.x_train != 0).all())  # so an exact zero in a batch is crop_flip's padding
+    seen: list[torch.Tensor] = []
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if isinstance(module, nn.Conv2d) and module.in_channels == 1 and module.training and torch.is_grad_enabled():
+            seen.append(args[0])
+
+    spec = TrainingSpec(epochs=2, batch_size=64, train_limit=128, augment=augment, channels_last="on")
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        out = methods.prune(backbone("conv2", digits), digits, "joint", 0.5, None, spec, 0, CPU)
+    finally:
+        handle.remove()
+    assert any(bool((x == 0).any()) for x in seen) == (augment == "crop_flip")
+    assert all(x.device == CPU for x in seen)
+    assert all(p.device == CPU for p in out.model.parameters())
+    kernels = [m.weight for m in out.model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1]
+    assert kernels and all(w.is_contiguous(memory_format=torch.channels_last) for w in kernels)
+
+
 def test_joint_ratios_and_schedule_follow_the_paper_scaled_to_the_epochs():
     assert methods.joint_ratios(0.725) == (0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
     assert max(methods.joint_ratios(0.95)) == 1.0 and min(methods.joint_ratios(0.05)) == 0.05

@@ -1,3 +1,5 @@
+import math
+
 import torch
 
 from dvolver.data import load
@@ -33,3 +35,10 @@ def test_nasnet_a_learns_32x32_cifar(cifar_npz):
     model = make_space("nasnet", {"filters": 4}).build(NASNET_A, data.input_shape, data.num_classes)
     result = train(model, data, TrainingSpec(epochs=2, train_limit=2000), 0, torch.device("cpu"))
     assert result.val_acc > 20  # ten classes: chance is 10 %
+
+
+def test_one_cycle_with_too_few_steps_for_its_warm_up_still_trains():
+    # OneCycleLR divides by zero at exactly 4 steps (warm-up 25 %) and has no warm-up below that.
+    for steps in (1, 4):
+        result = _train(0, epochs=1, train_limit=64 * steps, batch_size=64, schedule="one_cycle")
+        assert math.isfinite(result.train_loss) and 0 <= result.val_acc <= 100, (steps, result)

@@ -11,9 +11,9 @@ entry per channel, drawn from U(0, 1) with the config's seed. Each search iterat
    filters whose probability mass reaches the group's ratio;
 4. *train the sub-network*: ``shrink`` builds the physically narrower network (copying the target
    network's weights), it is trained for the current stage's epochs (coarse-to-fine: ``epochs`` and
-   ``lrs`` are stages, the iterations are split evenly across them), and its weights and BatchNorm
-   statistics are written back into the full target network (:func:`writeback_indices`, :func:`write_back`);
-   the policy then takes one REINFORCE step;
+   ``lrs`` are stages, the iterations are split evenly across them; device, augmentation, memory layout and
+   gradient clipping as the config says), and its weights and BatchNorm statistics are written back into the
+   full target network (:func:`writeback_indices`, :func:`write_back`); the policy then takes one REINFORCE step;
 5. *alpha step*: one pass over the held-out data trains alpha alone on ``CE - mean_l Var(alpha_l)``,
    the full network's channels being multiplied by alpha (after the BatchNorm that follows the conv,
    where there is one: a scale before a BatchNorm would be normalised away and get no gradient).
@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from dvolver import costs
 from dvolver.pruning.shrink import coupled_convs, shrink
+from dvolver.training import accuracy, place, training_batch
 
 __all__ = ["JointConfig", "JointResult", "ThresholdPolicy", "alpha_features", "gumbel_perturb", "reinforce_step",
            "sample_keep", "search_and_train", "write_back", "writeback_indices"]
@@ -82,6 +83,12 @@ class JointConfig:
     finetune_epochs: int = 10
     finetune_lr: float = 0.01
     seed: int = 0
+    # How the sub-networks train and fine-tune, as dvolver.training.fit would; the target network and alpha stay
+    # on the CPU with the data given.
+    device: torch.device | str = "cpu"
+    augment: bool = False  # random crop + flip of each training batch (dvolver.training.crop_flip)
+    channels_last: bool = False
+    grad_clip: float | None = None  # max global gradient norm per step; None: no clipping
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)
@@ -98,6 +105,9 @@ class JointConfig:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}")
         if self.gumbel_scale < 0 or self.finetune_epochs < 0 or self.batch_size < 1:
             raise ValueError("gumbel_scale and finetune_epochs must be non-negative and batch_size positive")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+        self.device = torch.device(self.device)
 
 
 @dataclass
@@ -203,11 +213,13 @@ def write_back(full: nn.Module, sub: nn.Module, indices: Mapping[str, Tensor]) -
     """Copy ``sub``'s (trained) weights and statistics into their places in ``full``; others stay as they are.
 
     Only floating-point entries move (weights, biases, BatchNorm running mean/var); integer counters such
-    as ``num_batches_tracked`` are not per channel and stay the full network's."""
+    as ``num_batches_tracked`` are not per channel and stay the full network's. ``sub`` may be on another
+    device or in another memory format than ``full``."""
     full_state = full.state_dict()
     for name, t in sub.state_dict().items():
         if name in indices:
-            full_state[name].view(-1)[indices[name].to(t.device)] = t.reshape(-1).to(full_state[name].dtype)
+            dst = full_state[name]
+            dst.view(-1)[indices[name].to(dst.device)] = t.reshape(-1).to(dst)
 
 
 # ---------------------------------------------------------------------------------------------- internals
@@ -222,28 +234,22 @@ def _batches(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator) 
 
 def _train(model: nn.Module, x: Tensor, y: Tensor, epochs: int, lr: float, cfg: JointConfig,
            generator: torch.Generator) -> float:
-    """SGD for ``epochs``; the mean training loss over all steps."""
+    """SGD for ``epochs`` on ``cfg.device``, moving ``model`` there; the mean training loss over all steps."""
+    place(model, cfg.device, cfg.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     model.train()
     losses: list[float] = []
     for _ in range(epochs):
         for xb, yb in _batches(x, y, cfg.batch_size, generator):
+            xb = training_batch(xb, generator, cfg.augment, cfg.device, cfg.channels_last)
             opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(xb), yb.to(cfg.device))
             loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             losses.append(loss.item())
     return sum(losses) / max(len(losses), 1)
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
-    was = model.training
-    model.eval()
-    correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                  for i in range(0, len(x), batch_size))
-    model.train(was)
-    return correct / max(len(x), 1)
 
 
 def _scaled_modules(model: nn.Module, groups: Sequence[tuple[str, ...]], example_input: Tensor
@@ -336,8 +342,9 @@ def search_and_train(model: nn.Module, train_xy: tuple[Tensor, Tensor], val_xy: 
 
     ``train_xy`` trains the sub-networks (and the final fine-tune); ``val_xy`` is the held-out data of the
     alpha step and of the choice of the best sub-network. ``example_input`` is one batch (batch 1 is
-    enough) that the model accepts. Raises ``ValueError`` for a model without Conv2d layers, before any
-    training.
+    enough) that the model accepts. ``model``, the data and ``example_input`` are on the CPU; the sub-networks,
+    and so the returned one, are on ``cfg.device``. Raises ``ValueError`` for a model without Conv2d layers,
+    before any training.
     """
     cfg = cfg or JointConfig()
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
@@ -382,7 +389,7 @@ def search_and_train(model: nn.Module, train_xy: tuple[Tensor, Tensor], val_xy: 
         indices = writeback_indices(model, keep, example_input)
         train_loss = _train(sub, x_train, y_train, epochs, lr, cfg, gen)
         write_back(model, sub, indices)
-        val_acc = _accuracy(sub, x_val, y_val, cfg.batch_size)
+        val_acc = accuracy(sub, x_val, y_val, cfg.device, cfg.channels_last, cfg.batch_size) / 100
         macs_fraction = costs.count(sub, input_shape).macs / full_macs
         reward = -train_loss - cfg.size_penalty * macs_fraction
         baseline = reward if baseline is None else baseline

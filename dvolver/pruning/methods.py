@@ -26,7 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..data import Dataset
-from ..training import TrainResult, fit, measure, recalibrate_batchnorm, training_split, use_channels_last
+from ..training import (
+    TrainResult,
+    fit,
+    measure,
+    recalibrate_batchnorm,
+    training_split,
+    use_augmentation,
+    use_channels_last,
+)
 from . import edgepopup, gumbel, joint, magnitude, reparam, supermask
 from .masked import extract
 
@@ -258,25 +266,29 @@ def magnitude_prune_trained(model: nn.Module, dataset: Dataset, budget: float, o
 
 
 def _run_joint(model, dataset, budget, opts: JointOptions, training, seed, device, start) -> Pruned:
-    # joint.search_and_train trains its sub-networks with its own loop, on the CPU tensors it is given.
+    # joint.search_and_train has its own training loop (and keeps the target network on the CPU); its
+    # sub-networks train as fit would train them: on ``device``, augmented and laid out as the spec says.
     iterations, stage_epochs, finetune = joint_schedule(training.epochs, opts)
+    channels_last = use_channels_last(training, device)
     cfg = joint.JointConfig(
         ratios=joint_ratios(budget), gumbel_scale=opts.gumbel_scale, iterations=iterations, epochs=stage_epochs,
         lrs=tuple(training.lr * f for f in (1.0, 0.2, 0.1)[: len(stage_epochs)]), momentum=training.momentum,
         weight_decay=training.weight_decay, batch_size=training.batch_size, size_penalty=opts.size_penalty,
-        finetune_epochs=finetune, finetune_lr=training.lr * 0.1, seed=seed)
+        finetune_epochs=finetune, finetune_lr=training.lr * 0.1, seed=seed, device=device,
+        augment=use_augmentation(training, dataset.input_shape), channels_last=channels_last,
+        grad_clip=training.grad_clip)
     x_train, y_train = training_split(dataset, training)
     dense_params = sum(p.numel() for p in model.parameters())
     result = joint.search_and_train(model.cpu(), (x_train, y_train), (dataset.x_val, dataset.y_val),
                                     dataset.x_train[:1], cfg)
-    final = result.model.cpu().eval()
-    recalibrate_batchnorm(final, x_train, torch.device("cpu"), False, training.batch_size)
+    final = result.model
+    recalibrate_batchnorm(final, x_train, device, channels_last, training.batch_size)
     epochs = sum(h["epochs"] for h in result.history) + finetune
-    measured = measure(final, dataset, training, torch.device("cpu"), result.history[-1]["train_loss"], epochs, start)
+    measured = measure(final, dataset, training, device, result.history[-1]["train_loss"], epochs, start)
     full = {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     layers = {root: len(kept) / full[root] for root, kept in result.keep.items()}
     params = sum(p.numel() for p in final.parameters())
-    return Pruned(final, measured, "joint", True, params / dense_params, layers, result.keep,
+    return Pruned(final.cpu().eval(), measured, "joint", True, params / dense_params, layers, result.keep,
                   {"ratios": result.ratios, "iterations": iterations, "stage_epochs": list(stage_epochs),
                    "finetune_epochs": finetune})
 
