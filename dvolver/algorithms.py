@@ -129,16 +129,26 @@ class NSGA2:
 
 
 def make_algorithm(name: str, space: SearchSpace, key: Callable[[Genome], str], population: int,
-                   n_objectives: int, seed: int, cheap: CheapObjectives | None = None) -> Algorithm:
+                   n_objectives: int, seed: int, cheap: CheapObjectives | None = None,
+                   batch: int | None = None) -> Algorithm:
     """`cheap`: what is known of a genome before training (its cheap objectives and their constraints);
-    the algorithms that choose what to evaluate by it use it, the others ignore it."""
+    the algorithms that choose what to evaluate by it use it, the others ignore it. `batch`: how many
+    the surrogate search asks at a time once its first `population` is evaluated."""
     if name == "surrogate":
-        return SurrogateSearch(space, key, population, n_objectives, seed, cheap)
+        return SurrogateSearch(space, key, batch or default_batch(population), n_objectives, seed, cheap,
+                               initial=population)
     if name == "random":
         return RandomSearch(space, key, population, seed)
     if name == "grid":
         return GridSearch(space, key, population)
     return NSGA2(space, key, population, n_objectives, seed)
+
+
+def default_batch(population: int) -> int:
+    """Small batches let each evaluation inform the next; a quarter of the population still keeps a few
+    workers busy (on tables of the NAS-Bench-201 shape, batches of 5 after a first 20 beat batches of 20
+    by ~0.04 hypervolume ratio at 100 evaluations: bench/RESULTS.md)."""
+    return max(1, population // 4)
 
 
 def _sampling(space: SearchSpace):

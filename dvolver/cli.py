@@ -40,7 +40,7 @@ def _fail(message: str) -> None:
 # Where each `dvolver search` flag goes in a SearchSpec.
 FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "name": ("name",), "space": ("space",), "dataset": ("dataset",), "algorithm": ("algorithm",),
-    "population": ("population",), "evaluations": ("evaluations",), "seed": ("seed",),
+    "population": ("population",), "batch": ("batch",), "evaluations": ("evaluations",), "seed": ("seed",),
     "epochs": ("training", "epochs"), "batch_size": ("training", "batch_size"), "lr": ("training", "lr"),
     "train_limit": ("training", "train_limit"),
     "cpus_per_eval": ("resources", "cpus_per_eval"), "gpus_per_eval": ("resources", "gpus_per_eval"),
@@ -106,11 +106,13 @@ def search(
     space: str = typer.Option(None, help="nasnet, nb201, or a backbone to prune (conv4, resnet20, ...) [nasnet]"),
     dataset: str = typer.Option(None, help="'digits' (bundled), an .npz file or a CIFAR-10 python folder [digits]"),
     table: str = typer.Option(None, help="nb201: CSV of measured results; candidates are looked up, not trained"),
-    algorithm: str = typer.Option(None, help="nsga2, surrogate, random or grid [nsga2]"),
+    algorithm: str = typer.Option(None, help="surrogate, nsga2, random or grid [surrogate]"),
     prune: str = typer.Option(None, help="pruning methods to search beside the unpruned networks, comma-separated: "
                               "aslp, edgepopup, supermask, reparam, magnitude, joint"),
     budgets: str = typer.Option(None, help="with --prune: fractions kept, comma-separated [0.5,0.2,0.1,0.05,0.03]"),
     population: int = typer.Option(None, help="population size / candidates per generation [12]"),
+    batch: int = typer.Option(None, help="surrogate: candidates trained at a time after the first population; "
+                              "a multiple of --workers keeps them busy [population // 4]"),
     evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [60]"),
     epochs: int = typer.Option(None, help="proxy training epochs per candidate [5]"),
     batch_size: int = typer.Option(None, help="training batch size [128]"),

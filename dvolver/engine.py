@@ -140,7 +140,7 @@ class _Run:
     def run(self) -> None:
         spec = self.spec
         algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
-                                   spec.seed, cheap=self.cheap_values)
+                                   spec.seed, cheap=self.cheap_values, batch=spec.batch)
         idle = 0
         while self.progress.evaluations < spec.evaluations:
             self._check_stop()

@@ -21,7 +21,7 @@ from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
 from .pruning import methods as methods_registry
 
-ALGORITHM_NAMES = ("nsga2", "surrogate", "random", "grid")
+ALGORITHM_NAMES = ("surrogate", "nsga2", "random", "grid")
 TABLE_OBJECTIVES = ("acc", "flops", "params")
 
 
@@ -117,8 +117,11 @@ class SearchSpec(BaseModel):
     dataset: str = Field("digits", description="'digits', an .npz file or a CIFAR-10 python-format folder")
     objectives: list[str] = Field(default_factory=lambda: ["acc", "flops"])
     constraints: dict[str, float] = Field(default_factory=dict)
-    algorithm: str = "nsga2"
+    algorithm: str = "surrogate"
     population: int = Field(12, ge=2, le=100_000)
+    batch: int | None = Field(None, ge=1, le=100_000, description=(
+        "surrogate search: candidates asked at a time after the first population (the smaller, the more each "
+        "evaluation informs the next; a multiple of the workers keeps them all busy); default population // 4"))
     evaluations: int = Field(60, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
     pruning: PruningSpec | None = Field(None, description="search a pruning genome too (see METHODS.md)")
     training: TrainingSpec = Field(default_factory=TrainingSpec)

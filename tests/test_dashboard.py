@@ -7,6 +7,7 @@ NASNet search (two cells to draw). Screenshots go to tests/artifacts/.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -133,13 +134,29 @@ def _open_search(page, service: Service, search_id: int) -> dict:
     return page.evaluate(FRONT_TRACE)
 
 
-def _click_front_point(page, ids: list[int], xs: list[float], ys: list[float]) -> int:
-    """A real mouse click on a front point whose position no other front point shares; its id."""
-    coords = list(zip(xs, ys))
-    unique = [i for i, c in enumerate(coords) if coords.count(c) == 1]
-    index = unique[len(unique) // 2]
+ALL_POSITIONS = """(plot) => {
+  const gd = document.getElementById(plot);
+  const box = gd.getBoundingClientRect();
+  const layout = gd._fullLayout;
+  return gd.data.map((t) => (t.x || []).map((x, i) => (
+    {x: box.left + layout._size.l + layout.xaxis.d2p(x), y: box.top + layout._size.t + layout.yaxis.d2p(t.y[i])})));
+}"""
+
+
+def _click_front_point(page, ids: list[int]) -> int:
+    """A real mouse click on the front point farthest on screen from every other plotted point (plotly
+    picks the nearest point of any trace, and a search puts many candidates close to its front); its id."""
     trace = page.evaluate("document.getElementById('front-plot').data.findIndex((t) => t.name === 'Pareto front')")
-    _click(page, page.evaluate(POINT_POSITION, ["front-plot", trace, index]))
+    positions = page.evaluate(ALL_POSITIONS, "front-plot")
+    others = [(t, i) for t, points in enumerate(positions) for i in range(len(points))]
+
+    def clearance(index: int) -> float:
+        here = positions[trace][index]
+        return min((math.dist((here["x"], here["y"]), (positions[t][i]["x"], positions[t][i]["y"]))
+                    for t, i in others if (t, i) != (trace, index)), default=math.inf)
+
+    index = max(range(len(ids)), key=clearance)
+    _click(page, positions[trace][index])
     return ids[index]
 
 
@@ -174,7 +191,7 @@ def test_the_front_plot_shows_the_front_and_a_click_opens_the_candidate(watched,
     layout = page.evaluate("() => document.getElementById('front-plot').layout")
     assert layout["xaxis"]["type"] == "log" and layout["yaxis"]["type"] == "linear"  # flops is a cost, acc is not
 
-    chosen = _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+    chosen = _click_front_point(page, shown["ids"])
     panel = page.locator("#candidate-panel")
     panel.locator("h2", has_text=f"Candidate #{chosen}").wait_for()
     assert panel.is_visible()
@@ -198,7 +215,7 @@ def test_a_nasnet_candidate_shows_its_normal_and_reduction_cells(watched, servic
     shown = _open_search(page, service, service.nasnet)
     front = service.get(f"/searches/{service.nasnet}/front")["items"]
     assert page.locator("#front-count").inner_text() == str(len(front)) == str(len(shown["ids"]))
-    chosen = _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+    chosen = _click_front_point(page, shown["ids"])
     panel = page.locator("#candidate-panel")
     panel.locator("h2", has_text=f"Candidate #{chosen}").wait_for()
     cells = panel.locator("svg.cell-drawing")
@@ -257,7 +274,7 @@ def test_pages_log_no_errors_and_request_only_this_machine(watched, service):
     page.goto(service.url + "/")
     page.locator("#search-list tbody tr").first.wait_for()
     shown = _open_search(page, service, service.nasnet)
-    _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+    _click_front_point(page, shown["ids"])
     page.locator("#candidate-panel svg.cell-drawing").first.wait_for()
     page.goto(f"{service.url}/#/compare?ids={service.nb201},{service.nasnet}")
     page.wait_for_function("(document.getElementById('compare-plot')?.data || []).length === 4")
@@ -327,7 +344,7 @@ def test_a_closed_service_asks_for_a_token_and_exports_with_it(watched, service)
         assert page.evaluate("localStorage.getItem('dvolver.token')") == token
         page.locator("#whoami", has_text="signed in as alice").wait_for()
         shown = page.evaluate(FRONT_TRACE)
-        chosen = _click_front_point(page, shown["ids"], shown["x"], shown["y"])
+        chosen = _click_front_point(page, shown["ids"])
         panel = page.locator("#candidate-panel")
         panel.locator("h2", has_text=f"Candidate #{chosen}").wait_for()
         with page.expect_download() as download:

@@ -119,10 +119,17 @@ def test_surrogate_search_is_reproducible_and_never_asks_a_network_twice():
     first = run(3)
     assert first == run(3)
     assert first != run(4)
+    assert [len(b) for b in first] == [8] + [2] * 7  # the population, then population // 4 at a time
     keys = [_keyer(space)(g) for batch in first for g in batch]
-    assert len(keys) == len(set(keys)) == 64
+    assert len(keys) == len(set(keys)) == 22
     with_failures = run(3, fail_every=3)  # failures are never fitted on, and the search goes on
-    assert sum(len(b) for b in with_failures) == 64
+    assert sum(len(b) for b in with_failures) == 22
+
+
+def test_surrogate_batch_after_the_first_population_is_the_specs():
+    space = make_space("nb201")
+    algorithm = make_algorithm("surrogate", space, _keyer(space), 6, 2, 0, cheap=_cheap_second, batch=4)
+    assert [len(b) for b in _drive(algorithm, 3)] == [6, 4, 4]
 
 
 def test_surrogate_search_improves_without_cheap_objectives_and_with_three():

@@ -7,7 +7,8 @@ from dvolver.spec import SearchSpec
 def test_defaults_are_a_valid_nasnet_search_on_digits():
     spec = SearchSpec.from_dict({})
     assert (spec.space, spec.dataset, spec.objectives, spec.algorithm) == ("nasnet", "digits", ["acc", "flops"],
-                                                                         "nsga2")
+                                                                         "surrogate")
+    assert spec.batch is None  # the surrogate search then asks population // 4 at a time
     assert spec.space_options == {"cells_per_stage": 1, "filters": 8, "blocks": 5, "stem_multiplier": 3}
 
 
@@ -17,6 +18,7 @@ def test_defaults_are_a_valid_nasnet_search_on_digits():
     ({"constraints": {"max_flops": float("nan")}}, "constraint max_flops must be a finite number"),
     ({"constraints": {"max_speed": 3}}, "unknown constraint 'max_speed'"),
     ({"objectives": ["acc", "acc"]}, "an objective is named twice"),
+    ({"batch": 0}, "batch: Input should be greater than or equal to 1"),
 ])
 def test_invalid_fields_are_named(values, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(")):
