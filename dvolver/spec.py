@@ -8,9 +8,10 @@ worker reads the same files.
 from __future__ import annotations
 
 import math
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
@@ -23,25 +24,32 @@ from .pruning import methods as methods_registry
 
 ALGORITHM_NAMES = ("surrogate", "nsga2", "random", "grid")
 TABLE_OBJECTIVES = ("acc", "flops", "params")
+# Characters a name may not hold: controls, invisible formatting (a right-to-left override makes a
+# name read as another), lone surrogates, private-use and unassigned code points, line breaks.
+NAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+# NaN and infinity are refused everywhere: JSON cannot carry them back, and no bound holds them.
+FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TrainingSpec(BaseModel):
     """The proxy training every candidate gets."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
     epochs: int = Field(5, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=8192)
     lr: float = Field(0.1, gt=0, le=100, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, le=1)
-    grad_clip: float | None = Field(5.0, gt=0, description="max global gradient norm; null turns clipping off")
+    grad_clip: float | None = Field(5.0, gt=0, le=1e6,
+                                    description="max global gradient norm; null turns clipping off")
     schedule: Literal["one_cycle", "cosine"] = "one_cycle"
     augment: Literal["auto", "none", "crop_flip"] = Field(
         "auto", description="auto: random crop + flip for images 32x32 and larger, nothing for smaller"
     )
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for CPU training")
-    train_limit: int | None = Field(None, ge=10, description="train on a fixed random N of the training images")
+    train_limit: int | None = Field(None, ge=10, le=10**8,
+                                    description="train on a fixed random N of the training images")
     latency_repeats: int = Field(30, ge=1, le=10000)
     keep_weights: bool = Field(True, description="store each trained network's weights, so that it can be exported")
 
@@ -49,7 +57,7 @@ class TrainingSpec(BaseModel):
 class ResourcesSpec(BaseModel):
     """What one evaluation asks of its worker."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
     cpus_per_eval: int = Field(1, ge=1, le=256, description="CPU cores and torch threads per evaluation")
     gpus_per_eval: float = Field(0.0, ge=0, le=16, description="GPUs per evaluation, fractions allowed")
@@ -58,14 +66,15 @@ class ResourcesSpec(BaseModel):
 class PruningSpec(BaseModel):
     """The pruning genome's choices: every candidate carries one method (or none) and one budget."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
     methods: list[str] = Field(..., min_length=1, max_length=16,
                                description=f"pruning methods among {', '.join(methods_registry.METHODS)}")
     budgets: list[float] = Field(default_factory=lambda: [0.5, 0.2, 0.1, 0.05, 0.03], min_length=1, max_length=64,
                                  description="fractions kept, each in (0, 1]; 0.1 prunes 90%")
     include_unpruned: bool = Field(True, description="also search the networks unpruned, on the same front")
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per method: its hyperparameters")
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=16,
+                                               description="per method: its hyperparameters")
 
     @field_validator("methods")
     @classmethod
@@ -109,14 +118,18 @@ class PruningSpec(BaseModel):
 
 
 class SearchSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = FINITE
 
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=200, description=(
+        "at most 200 characters, without control or invisible formatting characters"))
     space: str = "nasnet"
-    space_options: dict[str, Any] = Field(default_factory=dict)
-    dataset: str = Field("digits", description="'digits', an .npz file or a CIFAR-10 python-format folder")
-    objectives: list[str] = Field(default_factory=lambda: ["acc", "flops"])
-    constraints: dict[str, float] = Field(default_factory=dict)
+    space_options: dict[str, Any] = Field(default_factory=dict, max_length=32)
+    dataset: str = Field("digits", max_length=1024, description=(
+        "'digits', an .npz file or a CIFAR-10 python-format folder; a service reads only files under its "
+        "data roots, and looks a relative path up under them"))
+    objectives: list[str] = Field(default_factory=lambda: ["acc", "flops"], max_length=16)
+    # NaN let through to _constraints, whose message says what a bound must be.
+    constraints: dict[str, Annotated[float, Field(allow_inf_nan=True)]] = Field(default_factory=dict, max_length=16)
     algorithm: str = "surrogate"
     population: int = Field(12, ge=2, le=100_000)
     batch: int | None = Field(None, ge=1, le=100_000, description=(
@@ -127,6 +140,17 @@ class SearchSpec(BaseModel):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     seed: int = Field(0, ge=0, lt=2**32)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or (info.context and info.context.get("stored")):
+            return value
+        refused = sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) in NAME_REFUSED})
+        if refused:
+            raise ValueError(f"a name may not hold control, formatting or unassigned characters; it holds "
+                             f"{', '.join(refused[:5])}")
+        return value
 
     @field_validator("objectives")
     @classmethod

@@ -6,16 +6,21 @@ queued searches from the same store and run them.
 
 from __future__ import annotations
 
+import json
+import math
 from importlib import metadata
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from dvolver.errors import ConflictError, DvolverError, NotFoundError, SpecError, StoreError
 from dvolver.store import Store
 
-from .routes import dashboard, docs, events, health, results, searches
+from .guard import BodyGuard
+from .paths import resolved_roots
+from .routes import dashboard, docs, events, health, results, searches, submit
 from .settings import Settings
 from .views import Exports, Snapshots
 
@@ -30,64 +35,56 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Multi-objective neural architecture search as a service: submit searches, "
                               "follow them live, read their Pareto fronts.")
     app.state.settings = settings
+    app.state.data_roots = resolved_roots(settings.data_roots)
     app.state.store = Store(settings.db)
     app.state.snapshots = Snapshots(app.state.store)
     app.state.exports = Exports(app.state.store)
+    app.include_router(submit.router(app.state.data_roots))
     for module in (health, searches, results, events, dashboard, docs):
         app.include_router(module.router)
     app.add_exception_handler(DvolverError, _dvolver_error)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
     return app
 
 
-async def _dvolver_error(request: Request, exc: Exception) -> JSONResponse:
+class ErrorJSON(JSONResponse):
+    """Escaped to ASCII: an error may quote a lone surrogate from the request, which UTF-8 cannot encode."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def _dvolver_error(request: Request, exc: Exception) -> ErrorJSON:
     status = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    return ErrorJSON({"detail": str(exc)}, status_code=status)
 
 
-class BodyLimit:
-    """Refuses request bodies over `max_bytes` with 413, whether they declare their length or are
-    chunked. The body is read here, up to the limit, before the app sees any of it."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(send)
-            return
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: disconnects
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Send) -> None:
-        response = JSONResponse({"detail": f"request body over this service's limit of {self.max_bytes} bytes"},
-                                status_code=413)
-        await response({"type": "http"}, _no_receive, send)
+async def _invalid_request(request: Request, exc: Exception) -> ErrorJSON:
+    # FastAPI's own handler echoes each input back: a NaN there cannot be written as JSON (a 500),
+    # and a large input would come back whole. Where, what and why are enough.
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"type": e.get("type"), "loc": [str(p) if not isinstance(p, int) else p for p in e.get("loc", ())],
+               "msg": str(e.get("msg"))} | ({"ctx": ctx} if (ctx := _plain(e.get("ctx") or {})) else {})
+              for e in exc.errors()]
+    return ErrorJSON({"detail": errors}, status_code=422)
 
 
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
+def _plain(ctx: dict) -> dict:
+    # ctx["error"] is the exception whose message is already msg.
+    return {str(k): v if isinstance(v, str | int | bool) or (isinstance(v, float) and math.isfinite(v)) else str(v)
+            for k, v in ctx.items() if k != "error"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):  # no body allowed
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return ErrorJSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> ErrorJSON:
+    # The traceback goes to the log (the server re-raises it there), never to the client.
+    return ErrorJSON({"detail": "internal server error"}, status_code=500)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path as PathLib
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
+
+from dvolver import spec as dvolver_spec
+
+from .paths import confine
 
 
 class Progress(BaseModel):
@@ -136,3 +141,29 @@ class Health(BaseModel):
 MAX_ID = 2**63 - 1
 SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="the search's id")]
 CandidateId = Annotated[int, Path(ge=1, le=MAX_ID, description="the candidate's id")]
+
+
+def submitted_spec(roots: tuple[PathLib, ...]) -> type[dvolver_spec.SearchSpec]:
+    """SearchSpec as POST /searches takes it: the files it names must lie under `roots`.
+
+    Field validators run before SearchSpec's check of its files, so nothing outside the roots is
+    opened, and a refusal names the field."""
+
+    class SearchSpec(dvolver_spec.SearchSpec):  # the name clients see in the OpenAPI schema
+        @field_validator("dataset")
+        @classmethod
+        def _dataset_in_roots(cls, value: str) -> str:
+            return value if value == "digits" else confine(value, roots)
+
+        @field_validator("space_options")
+        @classmethod
+        def _table_in_roots(cls, value: dict[str, Any]) -> dict[str, Any]:
+            table = value.get("table")
+            if not isinstance(table, str):
+                return value  # absent, or a type the space's options refuse
+            try:
+                return value | {"table": confine(table, roots)}
+            except ValueError as exc:
+                raise ValueError(f"table: {exc}") from None
+
+    return SearchSpec

@@ -17,7 +17,8 @@ def test_serve_runs_submitted_searches_and_stops_its_runner_with_it(nb201_table,
     token = subprocess.run([sys.executable, "-m", "dvolver", "token", "create", "alice", "--db", db],
                            capture_output=True, text=True, check=True).stdout.strip()
     port = free_port()
-    serve = subprocess.Popen([sys.executable, "-m", "dvolver", "serve", "--port", str(port), "--db", db],
+    serve = subprocess.Popen([sys.executable, "-m", "dvolver", "serve", "--port", str(port), "--db", db,
+                              "--data-root", str(nb201_table.parent)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})

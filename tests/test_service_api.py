@@ -18,7 +18,8 @@ from .conftest import live_service, table_spec
 def service(tmp_path_factory, request):
     table = request.getfixturevalue("nb201_table")
     db = str(tmp_path_factory.mktemp("service") / "dvolver.db")
-    settings = Settings(db=db, open_reads=False, max_population=50, max_evaluations=500, max_concurrent=3)
+    settings = Settings(db=db, open_reads=False, max_population=50, max_evaluations=500, max_concurrent=3,
+                        data_roots=[str(table.parent)])
     with live_service(settings) as (url, app):
         store = app.state.store
         alice, bob = store.create_token("alice"), store.create_token("bob")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "dashboard"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # checked before the name reaches the filesystem
 MEDIA = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 router = APIRouter(include_in_schema=False)
@@ -27,6 +29,8 @@ def plotly_js() -> FileResponse:
 
 @router.get("/static/{name}")
 def static(name: str) -> FileResponse:
+    if not NAME.fullmatch(name):
+        raise HTTPException(404, f"no dashboard file {name!r}")
     path = (DASHBOARD / name).resolve()
     if path.parent != DASHBOARD or not path.is_file() or path.suffix not in MEDIA:
         raise HTTPException(404, f"no dashboard file {name!r}")

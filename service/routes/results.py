@@ -4,7 +4,7 @@ points to plot and the front's history."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +24,8 @@ router = APIRouter(tags=["results"])
 CandidateStatus = Literal[("pending", *FINAL_STATUSES)]  # type: ignore[valid-type]
 ObjectiveName = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
 ExportFormat = Literal[FORMATS]  # type: ignore[valid-type]
+# A NaN bound would silently match nothing; an infinite one is no bound.
+Bound = Annotated[float | None, Query(allow_inf_nan=False, description="a finite number")]
 
 
 def _snapshot(request: Request, search_id: int, who: Caller) -> tuple[object, views.Snapshot]:
@@ -50,7 +52,7 @@ def _budget(text: str) -> tuple[str, float]:
 
 @router.get("/searches/{search_id}/front", response_model=FrontOut)
 def front(search_id: SearchId, request: Request, knee: bool = False,
-          best_under: str | None = Query(None, description="OBJECTIVE:BOUND, e.g. flops:5e6"),
+          best_under: str | None = Query(None, max_length=100, description="OBJECTIVE:BOUND, e.g. flops:5e6"),
           who: Caller = Depends(reader)) -> FrontOut:
     """The non-dominated feasible candidates, sorted by the first objective; or just the knee point,
     or the best one under a budget."""
@@ -67,8 +69,8 @@ def front(search_id: SearchId, request: Request, knee: bool = False,
 @router.get("/searches/{search_id}/candidates", response_model=CandidatePage)
 def candidates(search_id: SearchId, request: Request, status: CandidateStatus | None = None,
                on_front: bool | None = None,
-               min_acc: float | None = None, max_flops: float | None = None, max_macs: float | None = None,
-               max_params: float | None = None, max_latency: float | None = None,
+               min_acc: Bound = None, max_flops: Bound = None, max_macs: Bound = None,
+               max_params: Bound = None, max_latency: Bound = None,
                limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**31),
                who: Caller = Depends(reader)) -> CandidatePage:
     """Every candidate in the order they were met, filtered; a bound drops candidates without that value."""

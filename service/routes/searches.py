@@ -1,19 +1,20 @@
-"""Search jobs: submit, list, read, cancel, resume, delete. Nothing here trains: runners do."""
+"""Search jobs: list, read, cancel, resume, delete (submitting is in submit.py). Nothing here trains."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from dvolver.api import versions
 from dvolver.errors import LimitError
 from dvolver.spec import SearchSpec
 from dvolver.store import SEARCH_STATUSES
 
 from .. import views
 from ..auth import Caller, reader, visible_search, writer
+from ..paths import confine
 from ..schemas import SearchDetail, SearchId, SearchPage, SearchSummary
 from ..settings import Settings
 
@@ -22,8 +23,8 @@ router = APIRouter(tags=["searches"])
 SearchStatus = Literal[SEARCH_STATUSES]  # type: ignore[valid-type]
 
 
-def _limit_error(loc: tuple[str, ...], message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "limit_exceeded"}])
+def _limit_error(loc: tuple[str, ...], message: str, kind: str = "limit_exceeded") -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": kind}])
 
 
 def check_limits(spec: SearchSpec, settings: Settings) -> None:
@@ -43,23 +44,20 @@ def check_limits(spec: SearchSpec, settings: Settings) -> None:
                                 f"this service's limit max_epochs = {settings.max_epochs}")
 
 
-def _too_many(exc: LimitError, settings: Settings) -> RequestValidationError:
+def check_paths(spec: dict, roots: tuple[Path, ...]) -> None:
+    """A stored search's files must still lie under the data roots when it is queued again."""
+    table = (spec.get("space_options") or {}).get("table")
+    for loc, value in ((("space_options", "table"), table), (("dataset",), spec.get("dataset"))):
+        if isinstance(value, str) and value != "digits":
+            try:
+                confine(value, roots)
+            except ValueError as exc:
+                raise _limit_error(loc, f"{'.'.join(loc)}: {exc}", "path_refused") from None
+
+
+def too_many(exc: LimitError, settings: Settings) -> RequestValidationError:
     return _limit_error((), f"{exc}, this service's limit max_concurrent = {settings.max_concurrent}; "
                             "wait for one or cancel one")
-
-
-@router.post("/searches", status_code=201, response_model=SearchSummary,
-             responses={401: {"description": "no token"}, 413: {"description": "body too large"}})
-def create_search(spec: SearchSpec, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
-    """Queue a search; a runner picks it up. The body is the same SearchSpec the CLI builds."""
-    store, settings = request.app.state.store, request.app.state.settings
-    check_limits(spec, settings)
-    try:
-        search_id = store.create_search(spec.model_dump(mode="json"), versions(), owner=who.owner,
-                                        max_active=settings.max_concurrent)
-    except LimitError as exc:
-        raise _too_many(exc, settings) from None
-    return views.summary(store.get_search(search_id))
 
 
 @router.get("/searches", response_model=SearchPage)
@@ -97,10 +95,11 @@ def resume_search(search_id: SearchId, request: Request, who: Caller = Depends(w
     search = visible_search(store, search_id, who)
     settings = request.app.state.settings
     check_limits(SearchSpec.from_stored(search.spec), settings)  # the limits may have changed since
+    check_paths(search.spec, request.app.state.data_roots)  # and so may the data roots
     try:
         return views.summary(store.requeue(search_id, max_active=settings.max_concurrent))
     except LimitError as exc:
-        raise _too_many(exc, settings) from None
+        raise too_many(exc, settings) from None
 
 
 @router.delete("/searches/{search_id}", status_code=204, response_class=Response)
