@@ -30,6 +30,10 @@ CROSSOVER_P = 0.9
 
 
 class Algorithm(Protocol):
+    # The one generator every random choice draws from; None for an algorithm that draws nothing.
+    # The engine journals its state at each ask, so a resumed search can prove it replays the run.
+    rng: np.random.Generator | None
+
     def ask(self) -> list[Genome]: ...
 
     def tell(self, genomes: list[Genome], F: np.ndarray, G: np.ndarray) -> None:
@@ -67,6 +71,7 @@ class GridSearch:
     def __init__(self, space: SearchSpace, key: Callable[[Genome], str], batch: int) -> None:
         codec = space.codec()
         self.key, self.batch = key, batch
+        self.rng = None
         self.genomes = itertools.product(*(range(lo, hi + 1) for lo, hi in zip(codec.lower, codec.upper)))
         self.asked: set[str] = set()
 
@@ -107,6 +112,10 @@ class NSGA2:
         self._algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
         self._problem = problem
         self._pending = None
+
+    @property
+    def rng(self) -> np.random.Generator:
+        return self._algorithm.random_state
 
     def ask(self) -> list[Genome]:
         self._pending = self._algorithm.ask()

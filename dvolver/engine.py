@@ -5,10 +5,16 @@ Resuming is replaying: the algorithm is seeded and results are told in ask order
 search again from its first ask reproduces every earlier decision. Candidates the store already
 holds a final result for are answered from it instead of being trained again; those that were in
 flight when the process died are simply submitted again.
+
+Each ask is journalled with the state of the algorithm's random generator before it and the keys it
+asked. A replay checks every ask it repeats against the journal, so a resume that would not
+reproduce the run (another Dvolver, another pymoo) stops with the generation where it diverged
+instead of quietly mixing two searches.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +27,7 @@ import search_spaces
 from search_spaces import Genome, genome_key
 
 from . import data
-from .algorithms import CheapValues, make_algorithm
+from .algorithms import Algorithm, CheapValues, make_algorithm
 from .errors import DvolverError
 from .evaluation import WEIGHTS, candidate_seed, cheap_metrics, evaluate
 from .executors import Executor
@@ -39,6 +45,10 @@ STALL_LIMIT = 20  # generations in a row with nothing to evaluate: the constrain
 
 class EvaluationsFailed(DvolverError):
     """Every evaluation of a search failed."""
+
+
+class ReplayDiverged(DvolverError):
+    """Replaying a search's journal asked for other candidates than the journal records."""
 
 
 class Stopped(Exception):
@@ -111,6 +121,8 @@ class _Run:
         except (OSError, ValueError) as exc:
             raise DvolverError(f"search {search_id}: cannot load its search space: {exc}") from None
         self.stopped: str | None = None
+        self.recorded_versions = search.versions
+        self.asks: list[dict[str, Any]] = []
         self.known: dict[str, Candidate] = {c.key: c for c in store.candidates(search_id) if c.status in FINAL_STATUSES}
         self.results: dict[str, Candidate] = {}  # what this pass has met, in the order met
         self.front: list[Candidate] = []
@@ -141,10 +153,11 @@ class _Run:
         spec = self.spec
         algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
                                    spec.seed, cheap=self.cheap_values, batch=spec.batch)
+        journal = [e["payload"] for e in self.store.events(self.search_id, kinds=("ask",))]
         idle = 0
         while self.progress.evaluations < spec.evaluations:
             self._check_stop()
-            genomes = algorithm.ask()
+            genomes = self._ask(algorithm, journal)
             if not genomes:
                 self.stopped = "the algorithm found no new candidate: the space is exhausted"
                 break
@@ -163,6 +176,26 @@ class _Run:
         if self.stopped:
             log.warning("search %s stopped before its budget: %s", self.search_id, self.stopped)
         self._snapshot(final=True)
+
+    def _ask(self, algorithm: Algorithm, journal: list[dict[str, Any]]) -> list[Genome]:
+        """The algorithm's next ask, checked against the journal when the journal already has it."""
+        generation = len(self.asks)
+        state = None if algorithm.rng is None else json.dumps(algorithm.rng.bit_generator.state, sort_keys=True)
+        genomes = algorithm.ask()
+        entry = {"generation": generation, "rng_state": state, "keys": [self.key(g) for g in genomes]}
+        self.asks.append(entry)
+        if generation < len(journal):
+            recorded = journal[generation]
+            for part in ("rng_state", "keys"):
+                if recorded.get(part) != entry[part]:
+                    raise ReplayDiverged(
+                        f"search {self.search_id}: replaying its journal diverged at generation {generation} "
+                        f"({part} differs from the journal's): this Dvolver does not reproduce the run that "
+                        f"recorded it (versions then: {self.recorded_versions}); resume it with those versions "
+                        "or start a new search")
+        elif genomes:
+            self.store.append_event(self.search_id, "ask", entry)
+        return genomes
 
     def _generation(self, genomes: list[Genome]) -> None:
         """Scores what is new in one ask: reused, rejected on cheap constraints, or evaluated.
@@ -234,6 +267,8 @@ class _Run:
                 value = dict(outcome.value or {})
                 weights = value.pop(WEIGHTS, None)
                 metrics = cheap | value
+                if outcome.lost:
+                    metrics |= {"attempts": outcome.attempts, "lost_workers": list(outcome.lost)}
                 values = {k: float(v) for k, v in metrics.items() if k in OBJECTIVES}
                 status = "failed" if outcome.error else "finished"
                 record = self.store.record(self.search_id, key, genome, status, values, metrics, outcome.error,

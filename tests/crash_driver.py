@@ -1,0 +1,87 @@
+"""Runs the real `dvolver` CLI in this process and kills it with SIGKILL at a chosen moment.
+
+    CRASH_AT=<moment>:<n> TRAINING_LOG=<file> python tests/crash_driver.py search --db ...
+
+The moments are observed from outside Dvolver's code: the evaluation function the engine hands to
+its executor is wrapped, and SQLAlchemy's session events see each transaction. Nothing in Dvolver
+is changed; the process is simply killed, as `kill -9` would.
+
+- evaluate:n   as the n-th training starts (before its result exists)
+- store:n      inside the transaction that records the n-th finished result, flushed, not committed
+- committed:n  just after the n-th finished result is committed
+- reused:n     as a resume answers the n-th finished candidate from the store (during the replay)
+
+Each training that completes appends its genome to TRAINING_LOG, so a test can count trainings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+import dvolver.engine as engine
+from dvolver.cli import main
+from dvolver.store import CandidateRow
+
+MOMENT, _, NTH = os.environ.get("CRASH_AT", "").partition(":")
+counts = {"evaluate": 0, "store": 0, "committed": 0, "reused": 0}
+
+
+def _reached(moment: str) -> None:
+    counts[moment] += 1
+    if moment == MOMENT and counts[moment] == int(NTH):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_evaluate = engine.evaluate
+
+
+def _counted_evaluate(genome, spec, seed):
+    _reached("evaluate")
+    value = _evaluate(genome, spec, seed)
+    with open(os.environ["TRAINING_LOG"], "a") as log:
+        log.write(json.dumps(list(genome)) + "\n")
+    return value
+
+
+engine.evaluate = _counted_evaluate
+
+_accept = engine._Run._accept
+
+
+def _counted_accept(self, record, reused=False):
+    if reused:
+        _reached("reused")
+    return _accept(self, record, reused)
+
+
+engine._Run._accept = _counted_accept
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session, _context, _instances):
+    if any(isinstance(o, CandidateRow) and o.status == "finished" for o in (*session.new, *session.dirty)):
+        session.info["records_result"] = "flushing"
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session, _context):
+    if session.info.get("records_result") == "flushing":  # the result's row is written, not committed
+        session.info["records_result"] = "flushed"
+        _reached("store")
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session):
+    if session.info.pop("records_result", False):
+        _reached("committed")
+
+
+if __name__ == "__main__":
+    sys.argv = ["dvolver", *sys.argv[1:]]
+    main()
