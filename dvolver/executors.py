@@ -3,7 +3,8 @@
 An executor has `submit(fn, *args) -> handle`, `as_completed(handles)` yielding each handle with
 its `Outcome` as soon as it is done, `cancel(handles)` and `shutdown()`. A failing evaluation
 comes back as an Outcome with an error, never as an exception: one bad candidate must not stop a
-search.
+search. An evaluation whose worker died (killed, out of memory, its node lost) is not the
+candidate's fault: Ray runs it again, a bounded number of times, and the Outcome says how often.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class Outcome:
     error: str | None
     worker: str
     seconds: float
+    attempts: int = 1
+    lost: tuple[str, ...] = ()  # why each earlier attempt's worker was lost
 
 
 def timed_call(fn: Callable[..., Any], *args: Any) -> Outcome:
@@ -94,8 +97,21 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ConnectionError(f"nothing answers at {hostport} ({exc}); is `ray start --head` running there?") from None
 
 
+class _RayTask:
+    """One evaluation on Ray: its current attempt's ObjectRef, and what became of earlier attempts."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.ref: Any = None
+        self.lost: list[str] = []
+
+
 class RayExecutor:
     """Ray tasks, one per evaluation, each asking for `cpus` CPUs and `gpus` GPUs.
+
+    Retries are the executor's, not Ray's (Ray's own are off), so that a candidate's record can say
+    it was retried and why: `max_retries` more attempts after a lost worker, then it fails with the
+    reasons.
 
     With no address, a local Ray is started with `workers * cpus` CPUs (or an already initialised
     Ray in this process is reused). With an address (or RAY_ADDRESS) an existing cluster is joined.
@@ -128,29 +144,48 @@ class RayExecutor:
                              f"{total_cpus} CPU(s) and {resources.get('GPU', 0):g} GPU(s); lower cpus_per_eval / "
                              "gpus_per_eval or add machines")
         self.slots = max(1, total_cpus // cpus) if address else max(1, min(workers, total_cpus // cpus))
-        self._remote = ray.remote(timed_call).options(num_cpus=cpus, num_gpus=gpus, max_retries=max_retries)
+        self.max_retries = max_retries
+        self._not_retried = (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError)
+        self._remote = ray.remote(timed_call).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self._remote.remote(fn, *args)
+        task = _RayTask(fn, args)
+        task.ref = self._remote.remote(fn, *args)
+        return task
 
     def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
                      ) -> Iterator[tuple[Any, Outcome]]:
         """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
-        pending = list(handles)
-        while pending:
+        tasks = {task.ref: task for task in handles}
+        while tasks:
             if tick:
                 tick()
-            done, pending = self._ray.wait(pending, num_returns=1, timeout=1.0 if tick else None)
+            done, _ = self._ray.wait(list(tasks), num_returns=1, timeout=1.0 if tick else None)
             for ref in done:
+                task = tasks.pop(ref)
                 try:
-                    yield ref, self._ray.get(ref)
-                except Exception as exc:  # the worker died: Ray gave up after its retries
-                    yield ref, Outcome(None, f"{type(exc).__name__}: {exc}", "lost worker", 0.0)
+                    outcome = self._ray.get(ref)
+                except Exception as exc:  # timed_call catches the evaluation's errors: this is the worker's
+                    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+                    if isinstance(exc, self._not_retried):  # the task itself failed, as it would again
+                        yield task, Outcome(None, reason, "unknown", 0.0, len(task.lost) + 1, tuple(task.lost))
+                        continue
+                    task.lost.append(reason)
+                    if len(task.lost) <= self.max_retries:
+                        log.warning("an evaluation's worker was lost (%s); running it again (attempt %d of %d)",
+                                    reason, len(task.lost) + 1, self.max_retries + 1)
+                        task.ref = self._remote.remote(task.fn, *task.args)
+                        tasks[task.ref] = task
+                        continue
+                    yield task, Outcome(None, f"the worker was lost on all {len(task.lost)} attempts; last: "
+                                        f"{reason}", "lost worker", 0.0, len(task.lost), tuple(task.lost))
+                    continue
+                yield task, replace(outcome, attempts=len(task.lost) + 1, lost=tuple(task.lost))
 
     def cancel(self, handles: Iterable[Any]) -> None:
-        for ref in handles:
+        for task in handles:
             with contextlib.suppress(Exception):  # already finished or gone: nothing left to cancel
-                self._ray.cancel(ref, force=True)
+                self._ray.cancel(task.ref, force=True)
 
     @property
     def owns_ray(self) -> bool:
@@ -160,3 +195,9 @@ class RayExecutor:
     def shutdown(self) -> None:
         if self._owns_ray:
             self._ray.shutdown()
+
+
+def _first_line(exc: Exception) -> str:
+    # Ray's errors carry multi-line explanations and log paths; the first line says what happened.
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
