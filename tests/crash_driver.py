@@ -29,6 +29,8 @@ from dvolver.cli import main
 from dvolver.store import CandidateRow
 
 MOMENT, _, NTH = os.environ.get("CRASH_AT", "").partition(":")
+# Read here, not in the evaluation: a Ray worker runs a copy of the evaluation without this environment.
+TRAINING_LOG = os.environ["TRAINING_LOG"]
 counts = {"evaluate": 0, "store": 0, "committed": 0, "reused": 0}
 
 
@@ -44,7 +46,7 @@ _evaluate = engine.evaluate
 def _counted_evaluate(genome, spec, seed):
     _reached("evaluate")
     value = _evaluate(genome, spec, seed)
-    with open(os.environ["TRAINING_LOG"], "a") as log:
+    with open(TRAINING_LOG, "a") as log:
         log.write(json.dumps(list(genome)) + "\n")
     return value
 

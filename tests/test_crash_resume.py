@@ -34,11 +34,13 @@ def _dvolver(args: list[str], log: Path, crash: str | None = None) -> subprocess
     return subprocess.run([sys.executable, str(DRIVER), *args], env=env, capture_output=True, text=True, timeout=300)
 
 
-def _search(folder: Path, db: Path, log: Path, crash: str | None = None) -> subprocess.CompletedProcess:
+def _search(folder: Path, db: Path, log: Path, crash: str | None = None, ray_address: str | None = None
+            ) -> subprocess.CompletedProcess:
     spec = folder / "spec.json"
     spec.write_text(json.dumps(SPEC))
-    return _dvolver(["search", "--spec", str(spec), "--db", str(db), "--executor", "inline",
-                     "--plot", str(folder / "front.png")], log, crash)
+    where = ["--executor", "ray", "--ray-address", ray_address] if ray_address else ["--executor", "inline"]
+    return _dvolver(["search", "--spec", str(spec), "--db", str(db), *where, "--plot", str(folder / "front.png")],
+                    log, crash)
 
 
 def _resume(db: Path, log: Path, crash: str | None = None) -> subprocess.CompletedProcess:
@@ -80,13 +82,24 @@ def _front(db: Path) -> list[str]:
     pytest.param(["evaluate:6", "reused:3"], id="during-resume-itself"),
 ])
 def test_a_killed_search_resumes_to_the_uninterrupted_result(straight, tmp_path, crashes):
+    _crash_and_resume(straight, tmp_path, crashes)
+
+
+@pytest.mark.ray
+def test_a_search_killed_on_two_ray_workers_resumes_inline_to_the_same_result(straight, tmp_path, ray_local):
+    """Two workers finish in any order, one worker resumes: results are told in ask order, so the
+    search is the same one."""
+    _crash_and_resume(straight, tmp_path, ["committed:6"], ray_local.get_runtime_context().gcs_address)
+
+
+def _crash_and_resume(straight: dict, tmp_path: Path, crashes: list[str], ray_address: str | None = None) -> None:
     assert len(straight["trained"]) == BUDGET and len(straight["table"]) == BUDGET
     db = tmp_path / "dvolver.db"
     finished_before: list[set[tuple[int, ...]]] = []  # what the store held finished when each killed run died
     logs = []
     for i, crash in enumerate(crashes):
         log = tmp_path / f"trained-{i}.log"
-        run = _search(tmp_path, db, log, crash) if i == 0 else _resume(db, log, crash)
+        run = _search(tmp_path, db, log, crash, ray_address) if i == 0 else _resume(db, log, crash)
         assert run.returncode == -signal.SIGKILL, f"{crash} was not reached:\n{run.stdout}\n{run.stderr}"
         logs.append(log)
         finished_before.append({c.genome for c in Store(str(db)).candidates(1, ("finished",))}
