@@ -133,12 +133,15 @@ class _Run:
         self._cheap_metrics: dict[str, dict[str, Any]] = {}  # per key: building a network to count it takes time
         self.first_submit: float | None = None
         self.last_done: float | None = None
+        self._dataset: data.Dataset | None = None
+        self._shared_dataset: Any = None  # the executor's handle on it, made at the first submission
         if self.spec.table_mode:
             self.input_shape, self.num_classes = None, None
             self.fingerprint = self.space.table.fingerprint  # type: ignore[attr-defined]
         else:
             dataset = data.load(self.spec.dataset)
             self.input_shape, self.num_classes = dataset.input_shape, dataset.num_classes
+            self._dataset = dataset
             self.fingerprint = dataset.fingerprint
         recorded = search.stats.get("data_fingerprint")
         if recorded not in (None, self.fingerprint):
@@ -256,9 +259,14 @@ class _Run:
     def _evaluate(self, batch: list[tuple[str, Genome, dict[str, Any]]]) -> None:
         if self.first_submit is None:
             self.first_submit = time.perf_counter()
+        if self._dataset is not None and self._shared_dataset is None:
+            # The data this process loaded goes to the workers, rather than every worker reading the
+            # dataset's path: a worker on another machine may not have that file.
+            self._shared_dataset = self.executor.share(self._dataset)
         handles = {}
         for key, genome, cheap in batch:
-            handle = self.executor.submit(evaluate, genome, self.spec, candidate_seed(self.spec.seed, key))
+            handle = self.executor.submit(evaluate, genome, self.spec, candidate_seed(self.spec.seed, key),
+                                          self._shared_dataset)
             handles[handle] = (key, genome, cheap)
         try:
             for handle, outcome in self.executor.as_completed(list(handles), tick=self._check_stop):
@@ -267,6 +275,8 @@ class _Run:
                 value = dict(outcome.value or {})
                 weights = value.pop(WEIGHTS, None)
                 metrics = cheap | value
+                if outcome.node:
+                    metrics["ray_node"] = outcome.node
                 if outcome.lost:
                     metrics |= {"attempts": outcome.attempts, "lost_workers": list(outcome.lost)}
                 values = {k: float(v) for k, v in metrics.items() if k in OBJECTIVES}

@@ -78,12 +78,15 @@ def pruned_costs(model: torch.nn.Module, input_shape: tuple[int, int, int], stru
                       "params": counted.nonzero_params, "masked_macs": counted.macs, "cost_kind": "sparse"}
 
 
-def evaluate(genome: Genome, spec: SearchSpec, seed: int) -> dict[str, Any]:
+def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset | None = None) -> dict[str, Any]:
+    """Trains (or looks up) one candidate. `dataset`: the search's data, when the caller sends it;
+    otherwise it is loaded from the spec's source here."""
     space = spec.search_space()
     table = getattr(space, "table", None)
     if table is not None:
         return {"acc": table.lookup(genome).acc, "acc_source": f"table column {table.acc_column}"}
-    dataset = data.load(spec.dataset)
+    if dataset is None:
+        dataset = data.load(spec.dataset)
     device = _device(spec)
     choice = pruning_choice(space, genome)
     with _torch_threads(spec.resources.cpus_per_eval):

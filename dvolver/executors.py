@@ -1,7 +1,8 @@
 """Where evaluations run: Ray (a local instance, or a cluster at an address) or inline.
 
 An executor has `submit(fn, *args) -> handle`, `as_completed(handles)` yielding each handle with
-its `Outcome` as soon as it is done, `cancel(handles)` and `shutdown()`. A failing evaluation
+its `Outcome` as soon as it is done, `share(value)` (a value many submissions take, sent to the
+workers once), `cancel(handles)` and `shutdown()`. A failing evaluation
 comes back as an Outcome with an error, never as an exception: one bad candidate must not stop a
 search. An evaluation whose worker died (killed, out of memory, its node lost) is not the
 candidate's fault: Ray runs it again, a bounded number of times, and the Outcome says how often.
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -30,23 +32,36 @@ class Outcome:
     seconds: float
     attempts: int = 1
     lost: tuple[str, ...] = ()  # why each earlier attempt's worker was lost
+    node: str | None = None  # the Ray node that ran it
 
 
 def timed_call(fn: Callable[..., Any], *args: Any) -> Outcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    node = _ray_node()
     start = time.perf_counter()
     try:
         value = fn(*args)
     except Exception as exc:  # an evaluation may fail in any way; the search records it and goes on
         log.debug("evaluation failed: %s", traceback.format_exc())
-        return Outcome(None, f"{type(exc).__name__}: {exc}", worker, time.perf_counter() - start)
-    return Outcome(value, None, worker, time.perf_counter() - start)
+        return Outcome(None, f"{type(exc).__name__}: {exc}", worker, time.perf_counter() - start, node=node)
+    return Outcome(value, None, worker, time.perf_counter() - start, node=node)
+
+
+def _ray_node() -> str | None:
+    """The Ray node this process runs on; host names alone do not tell apart nodes that share a host
+    (containers, or several `ray start` on one machine)."""
+    ray = sys.modules.get("ray")  # only where Ray is already loaded: inline runs stay free of it
+    if ray is None or not ray.is_initialized():
+        return None
+    return ray.get_runtime_context().get_node_id()
 
 
 class Executor(Protocol):
     slots: int
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+    def share(self, value: Any) -> Any: ...
 
     def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
                      ) -> Iterator[tuple[Any, Outcome]]: ...
@@ -68,6 +83,9 @@ class InlineExecutor:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         return _Call(fn, args)
+
+    def share(self, value: Any) -> Any:
+        return value
 
     def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
                      ) -> Iterator[tuple[Any, Outcome]]:
@@ -132,7 +150,9 @@ class RayExecutor:
             if address:
                 ray.init(address=address, **common)
             else:
-                ray.init(num_cpus=workers * cpus, **common)
+                # "local": a new Ray of our own, even where `ray start` left a cluster running on this
+                # machine, which ray.init() would otherwise join (and refuse num_cpus for).
+                ray.init(address="local", num_cpus=workers * cpus, **common)
             self._owns_ray = True
         resources = ray.cluster_resources()
         total_cpus = int(resources.get("CPU", workers * cpus))
@@ -147,6 +167,11 @@ class RayExecutor:
         self.max_retries = max_retries
         self._not_retried = (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError)
         self._remote = ray.remote(timed_call).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+
+    def share(self, value: Any) -> Any:
+        """Into the object store once; a task given the reference as an argument gets the value. Workers
+        on other machines then need no copy of the driver's files."""
+        return self._ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         task = _RayTask(fn, args)

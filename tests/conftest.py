@@ -44,7 +44,7 @@ def db(tmp_path: Path) -> str:
 def ray_local():
     """One real local Ray for the whole session, with 2 worker CPUs."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -43,9 +43,9 @@ def _reached(moment: str) -> None:
 _evaluate = engine.evaluate
 
 
-def _counted_evaluate(genome, spec, seed):
+def _counted_evaluate(genome, spec, seed, *data):
     _reached("evaluate")
-    value = _evaluate(genome, spec, seed)
+    value = _evaluate(genome, spec, seed, *data)
     with open(TRAINING_LOG, "a") as log:
         log.write(json.dumps(list(genome)) + "\n")
     return value
