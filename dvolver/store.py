@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -200,8 +202,7 @@ class Store:
             self.engine: Engine = create_engine(self.url)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            _create_schema(self.engine)
         except (SQLAlchemyError, ImportError) as exc:
             shown = make_url(self.url).render_as_string(hide_password=True) if "://" in self.url else self.url
             reason = str(exc).strip().splitlines()[0]  # drivers add hints and links on further lines
@@ -359,9 +360,11 @@ class Store:
         """Insert or update the candidate `key` of a search, with its journal event and trained
         weights, atomically.
 
-        Idempotent: recording the same final result twice leaves one row.
+        Idempotent: recording the same final result twice leaves one row. Safe between processes
+        (two runners on one search after a lease takeover): the first final result recorded wins.
         """
         with self._session.begin() as s:
+            self._lock_candidate(s, search_id, key)
             row = s.scalar(select(CandidateRow).where(CandidateRow.search_id == search_id, CandidateRow.key == key))
             if row is None:
                 row = CandidateRow(search_id=search_id, key=key, genome=list(genome))
@@ -380,6 +383,18 @@ class Store:
             s.add(EventRow(search_id=search_id, kind="candidate",
                            payload={"candidate": row.id, "key": key, "status": status, "objectives": row.objectives}))
             return _candidate(row)
+
+    def _lock_candidate(self, s: Any, search_id: int, key: str) -> None:
+        """Makes the look-up and the write after it one step between processes. Without it, two
+        that record one key at once both find no row and the second insert fails, or both find it
+        pending and the second final result overwrites the first."""
+        if self.engine.dialect.name == "sqlite":
+            # pysqlite only begins a transaction at the first write, after the look-up; this one
+            # takes the write lock first, waiting for it up to the busy timeout.
+            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        elif self.engine.dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:search_id, hashtext(:key))"),
+                      {"search_id": search_id, "key": key})
 
     def candidates(self, search_id: int, statuses: tuple[str, ...] | None = None, after: int = 0,
                    also: Iterable[int] = ()) -> list[Candidate]:
@@ -493,23 +508,51 @@ def _transition(s: Any, search_id: int, status: str, error: str | None, *conditi
     return True
 
 
-def _add_missing_columns(engine: Engine) -> None:
-    """Stores made by an older Dvolver lack the newer nullable columns: add them in place."""
-    inspector = inspect(engine)
+def _missing_columns(connection: Any) -> list[tuple[str, Any]]:
+    inspector = inspect(connection)
+    missing = []
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            return [(table.name, None)]
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing += [(table.name, c) for c in table.columns if c.name not in present and c.nullable]
+    return missing
+
+
+def _create_schema(engine: Engine) -> None:
+    """Creates the missing tables, and adds the newer nullable columns that stores made by an older
+    Dvolver lack, one process at a time: runners and an API started together on an empty database
+    would otherwise each see a table missing, and all but one fail creating it."""
+    with engine.connect() as connection:
+        if not _missing_columns(connection):
+            return  # the usual case: nothing to write, no lock to take (the store may be read-only)
     with engine.begin() as connection:
-        for table in Base.metadata.sorted_tables:
-            present = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in present and column.nullable:
-                    kind = column.type.compile(dialect=engine.dialect)
-                    connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('dvolver schema'))"))
+        elif engine.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits, up to the busy timeout, for other writers
+        Base.metadata.create_all(connection)
+        for table, column in _missing_columns(connection):
+            if column is not None:
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.execute(text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (list, show, the service) work while a search writes; the busy timeout makes
     # a second writer wait instead of failing with "database is locked".
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Switching a file to WAL needs it alone for a moment, and SQLite refuses at once, without the
+    # busy timeout, while another connection reads it: processes opening a new store together.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,35 @@ def live_service(settings):
         server.should_exit = True
         thread.join(15)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server on loopback for the session (tests/postgres.py).
+
+    Skips when PostgreSQL or psycopg is missing, unless DVOLVER_REQUIRE_POSTGRES=1 (CI sets it):
+    then it fails, so that the PostgreSQL tests can never be skipped there unnoticed.
+    """
+    from .postgres import PostgresUnavailable, throwaway_postgres
+
+    stack = ExitStack()
+    try:
+        server = stack.enter_context(throwaway_postgres(free_port))
+    except PostgresUnavailable as exc:
+        if os.environ.get("DVOLVER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"DVOLVER_REQUIRE_POSTGRES=1 but no PostgreSQL: {exc}", pytrace=False)
+        pytest.skip(f"no PostgreSQL to test against: {exc}")
+    with stack:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres) -> str:
+    """The SQLAlchemy URL of the throwaway server's default database (shared by the session)."""
+    return postgres.url()
+
+
+@pytest.fixture
+def pg_db(postgres) -> str:
+    """A fresh, empty database on the throwaway server, for one test; its SQLAlchemy URL."""
+    return postgres.create_database()
