@@ -12,6 +12,7 @@ against everything asked before.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -37,7 +38,10 @@ class Algorithm(Protocol):
     def ask(self) -> list[Genome]: ...
 
     def tell(self, genomes: list[Genome], F: np.ndarray, G: np.ndarray) -> None:
-        """F: minimised objectives, one row per genome; G: constraint violation (> 0 infeasible)."""
+        """F: minimised objectives, one row per genome; G: constraint violation (> 0 infeasible).
+
+        Tells answer asks in the order they were made; the engine may make one more ask before
+        telling the one before it."""
 
 
 class RandomSearch:
@@ -111,18 +115,18 @@ class NSGA2:
         )
         self._algorithm.setup(problem, termination=NoTermination(), seed=seed, verbose=False)
         self._problem = problem
-        self._pending = None
+        self._pending: deque = deque()  # asked, not yet told: the engine may ask again before telling
 
     @property
     def rng(self) -> np.random.Generator:
         return self._algorithm.random_state
 
     def ask(self) -> list[Genome]:
-        self._pending = self._algorithm.ask()
-        if self._pending is None or len(self._pending) == 0:  # mating found nothing new: space exhausted
-            self._pending = None
+        pop = self._algorithm.ask()
+        if pop is None or len(pop) == 0:  # mating found nothing new: space exhausted
             return []
-        genomes = [tuple(int(v) for v in x) for x in self._pending.get("X")]
+        self._pending.append(pop)
+        genomes = [tuple(int(v) for v in x) for x in pop.get("X")]
         self.asked.update(self.key(g) for g in genomes)
         return genomes
 
@@ -130,9 +134,9 @@ class NSGA2:
         from pymoo.core.evaluator import Evaluator
         from pymoo.problems.static import StaticProblem
 
-        pop = self._pending
+        pop = self._pending.popleft()
         assert [tuple(g) for g in genomes] == [tuple(int(v) for v in x) for x in pop.get("X")], \
-            "tell() must answer the last ask(), in order"
+            "tell() must answer the asks in the order they were made"
         Evaluator().eval(StaticProblem(self._problem, F=np.asarray(F, float), G=np.asarray(G, float)), pop)
         self._algorithm.tell(infills=pop)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,7 @@ from . import data
 from .algorithms import Algorithm, CheapValues, make_algorithm
 from .errors import DvolverError
 from .evaluation import WEIGHTS, candidate_seed, cheap_metrics, evaluate
-from .executors import Executor
+from .executors import Executor, Outcome
 from .objectives import OBJECTIVES, violation
 from .pareto import dominates, hypervolume, non_dominated, normalise
 from .spec import SearchSpec
@@ -130,6 +131,7 @@ class _Run:
         self.hv_box: tuple[np.ndarray, np.ndarray] | None = None
         self.hv_history: list[list[float]] = []
         self.busy: dict[str, float] = {}
+        self.in_flight: dict[str, tuple[Any, Genome, dict[str, Any]]] = {}  # key -> (handle, genome, cheap)
         self._cheap_metrics: dict[str, dict[str, Any]] = {}  # per key: building a network to count it takes time
         self.first_submit: float | None = None
         self.last_done: float | None = None
@@ -157,25 +159,38 @@ class _Run:
         algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
                                    spec.seed, cheap=self.cheap_values, batch=spec.batch)
         journal = [e["payload"] for e in self.store.events(self.search_id, kinds=("ask",))]
+        # With overlap, the next batch is asked while the current one trains, and told one batch late:
+        # ask g+1 always comes after tell g-1 and before tell g, whatever finishes first, so the
+        # search is the same on any number of workers, and replays the same on resume.
+        depth = 2 if spec.overlapped else 1
+        window: deque[tuple[list[Genome], int]] = deque()  # asked, not yet told: (genomes, evaluations added)
         idle = 0
-        while self.progress.evaluations < spec.evaluations:
-            self._check_stop()
-            genomes = self._ask(algorithm, journal)
-            if not genomes:
-                self.stopped = "the algorithm found no new candidate: the space is exhausted"
-                break
-            before = self.progress.evaluations
-            self._generation(genomes)
-            if any(self.key(g) not in self.results for g in genomes):
-                break  # the budget ran out inside this generation
-            self._check_not_all_failed()
-            algorithm.tell(genomes, *self._answers(genomes))
-            self._snapshot()
-            idle = 0 if self.progress.evaluations > before else idle + 1
-            if idle >= STALL_LIMIT:
-                self.stopped = (f"{STALL_LIMIT} generations in a row brought nothing to evaluate: every new "
-                                "candidate broke a cheap constraint; loosen the constraints")
-                break
+        try:
+            while True:
+                while (len(window) < depth and not self.stopped
+                       and self.progress.evaluations + len(self.in_flight) < spec.evaluations):
+                    self._check_stop()
+                    genomes = self._ask(algorithm, journal)
+                    if not genomes:
+                        self.stopped = "the algorithm found no new candidate: the space is exhausted"
+                        break
+                    window.append((genomes, self._submit(genomes)))
+                if not window:
+                    break
+                genomes, added = window.popleft()
+                keys = {self.key(g) for g in genomes}
+                self._collect(keys)
+                if not keys <= self.results.keys():
+                    break  # the budget ran out inside this batch
+                self._check_not_all_failed()
+                algorithm.tell(genomes, *self._answers(genomes))
+                self._snapshot()
+                idle = 0 if added else idle + 1
+                if idle >= STALL_LIMIT and not self.stopped:
+                    self.stopped = (f"{STALL_LIMIT} generations in a row brought nothing to evaluate: every new "
+                                    "candidate broke a cheap constraint; loosen the constraints")
+        finally:
+            self.executor.cancel(handle for handle, _, _ in self.in_flight.values())
         if self.stopped:
             log.warning("search %s stopped before its budget: %s", self.search_id, self.stopped)
         self._snapshot(final=True)
@@ -200,34 +215,36 @@ class _Run:
             self.store.append_event(self.search_id, "ask", entry)
         return genomes
 
-    def _generation(self, genomes: list[Genome]) -> None:
-        """Scores what is new in one ask: reused, rejected on cheap constraints, or evaluated.
+    def _submit(self, genomes: list[Genome]) -> int:
+        """Scores what is new in one ask: reused, rejected on cheap constraints, or sent to a worker.
+        Returns how many evaluations the ask adds (reused ones included).
 
         The genome evaluated is the first one asked of its class: in table mode, the cell whose row
         is looked up is the cell the algorithm chose.
         """
         spec = self.spec
         submit: list[tuple[str, Genome, dict[str, Any]]] = []
-        submitted: set[str] = set()
+        added = 0
         for genome in genomes:
             key = self.key(genome)
-            if key in self.results or key in submitted:
+            if key in self.results or key in self.in_flight or any(key == k for k, _, _ in submit):
                 continue
             if key in self.known:
                 self._accept(self.known[key], reused=True)
+                added += 1
                 continue
             cheap = self.cheap_metrics(genome)
             cheap_values = {k: float(v) for k, v in cheap.items() if k in OBJECTIVES}
             if violation(spec.constraints, cheap_values, cheap_only=True) > 0:
                 self._accept(self.store.record(self.search_id, key, genome, "infeasible", cheap_values, cheap))
                 continue
-            if self.progress.evaluations + len(submit) >= spec.evaluations:
+            if self.progress.evaluations + len(self.in_flight) + len(submit) >= spec.evaluations:
                 continue
             self.store.record(self.search_id, key, genome, "pending", cheap_values, cheap)
             submit.append((key, genome, cheap))
-            submitted.add(key)
         if submit:
-            self._evaluate(submit)
+            self._send(submit)
+        return added + len(submit)
 
     def cheap_metrics(self, genome: Genome) -> dict[str, Any]:
         key = self.key(genome)
@@ -256,37 +273,46 @@ class _Run:
             raise EvaluationsFailed(f"search {self.search_id}: all {p.failed} evaluations so far failed; "
                                     f"the first error: {first}")
 
-    def _evaluate(self, batch: list[tuple[str, Genome, dict[str, Any]]]) -> None:
+    def _send(self, batch: list[tuple[str, Genome, dict[str, Any]]]) -> None:
         if self.first_submit is None:
             self.first_submit = time.perf_counter()
         if self._dataset is not None and self._shared_dataset is None:
             # The data this process loaded goes to the workers, rather than every worker reading the
             # dataset's path: a worker on another machine may not have that file.
             self._shared_dataset = self.executor.share(self._dataset)
-        handles = {}
-        for key, genome, cheap in batch:
+        # Costliest first: the long trainings start early and the short ones fill the gaps after them,
+        # so no worker sits idle at the end of a batch waiting for one long candidate. (Only the
+        # order of work changes: each candidate's seed is its own, and results are told in ask order.)
+        for key, genome, cheap in sorted(batch, key=lambda item: -float(item[2].get("macs") or 0.0)):
             handle = self.executor.submit(evaluate, genome, self.spec, candidate_seed(self.spec.seed, key),
                                           self._shared_dataset)
-            handles[handle] = (key, genome, cheap)
-        try:
-            for handle, outcome in self.executor.as_completed(list(handles), tick=self._check_stop):
-                key, genome, cheap = handles.pop(handle)
-                self.busy[outcome.worker] = self.busy.get(outcome.worker, 0.0) + outcome.seconds
-                value = dict(outcome.value or {})
-                weights = value.pop(WEIGHTS, None)
-                metrics = cheap | value
-                if outcome.node:
-                    metrics["ray_node"] = outcome.node
-                if outcome.lost:
-                    metrics |= {"attempts": outcome.attempts, "lost_workers": list(outcome.lost)}
-                values = {k: float(v) for k, v in metrics.items() if k in OBJECTIVES}
-                status = "failed" if outcome.error else "finished"
-                record = self.store.record(self.search_id, key, genome, status, values, metrics, outcome.error,
-                                           outcome.worker, outcome.seconds, weights)
-                self._accept(record)
-        finally:
-            self.executor.cancel(handles)
-            self.last_done = time.perf_counter()
+            self.in_flight[key] = (handle, genome, cheap)
+
+    def _collect(self, keys: set[str]) -> None:
+        """Records results as they arrive, from any batch in flight, until none of `keys` is in flight."""
+        if not keys & self.in_flight.keys():
+            return
+        by_handle = {handle: key for key, (handle, _, _) in self.in_flight.items()}
+        for handle, outcome in self.executor.as_completed(list(by_handle), tick=self._check_stop):
+            self._record(by_handle[handle], outcome)
+            if not keys & self.in_flight.keys():
+                break
+        self.last_done = time.perf_counter()
+
+    def _record(self, key: str, outcome: Outcome) -> None:
+        _, genome, cheap = self.in_flight.pop(key)
+        self.busy[outcome.worker] = self.busy.get(outcome.worker, 0.0) + outcome.seconds
+        value = dict(outcome.value or {})
+        weights = value.pop(WEIGHTS, None)
+        metrics = cheap | value
+        if outcome.node:
+            metrics["ray_node"] = outcome.node
+        if outcome.lost:
+            metrics |= {"attempts": outcome.attempts, "lost_workers": list(outcome.lost)}
+        values = {k: float(v) for k, v in metrics.items() if k in OBJECTIVES}
+        status = "failed" if outcome.error else "finished"
+        self._accept(self.store.record(self.search_id, key, genome, status, values, metrics, outcome.error,
+                                       outcome.worker, outcome.seconds, weights))
 
     def _accept(self, record: Candidate, reused: bool = False) -> None:
         self.results[record.key] = record

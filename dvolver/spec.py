@@ -136,6 +136,9 @@ class SearchSpec(BaseModel):
         "surrogate search: candidates asked at a time after the first population (the smaller, the more each "
         "evaluation informs the next; a multiple of the workers keeps them all busy); default population // 4"))
     evaluations: int = Field(60, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
+    overlap: bool | None = Field(None, description=(
+        "choose the next batch while the current one trains, from the results up to the batch before, so "
+        "workers never wait for the choice; default: on when candidates train, off for table look-ups"))
     pruning: PruningSpec | None = Field(None, description="search a pruning genome too (see METHODS.md)")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -261,10 +264,15 @@ class SearchSpec(BaseModel):
     def table_mode(self) -> bool:
         return self.space_options.get("table") is not None
 
+    @property
+    def overlapped(self) -> bool:
+        return (not self.table_mode) if self.overlap is None else self.overlap
+
     @classmethod
     def from_stored(cls, values: dict[str, Any]) -> SearchSpec:
         """A spec read back from the store: valid when stored, even if its files have moved since."""
-        return cls.model_validate(values, context={"stored": True})
+        # Searches stored before `overlap` existed ran without it; resumed, they must replay the same way.
+        return cls.model_validate({"overlap": False} | values, context={"stored": True})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SearchSpec:

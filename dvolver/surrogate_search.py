@@ -70,10 +70,14 @@ class SurrogateSearch:
         self.genomes: list[Genome] = []
         self.F = np.empty((0, n_objectives))
         self.G = np.empty(0)
+        self._asks = self._tells = 0
 
     def ask(self) -> list[Genome]:
         first = self._valid_rows().sum() < 2
-        size = self.initial if first else self.batch
+        # Asked again before the last ask is told (the engine overlaps asks with training): that
+        # ask was the spread-out first population, this one is only a batch.
+        size = self.initial if first and self._asks == self._tells else self.batch
+        self._asks += 1
         pool = self._pool(POOL_PER_SLOT * max(size, 2))
         if not pool:
             return []
@@ -90,6 +94,7 @@ class SurrogateSearch:
         return chosen
 
     def tell(self, genomes: list[Genome], F: np.ndarray, G: np.ndarray) -> None:
+        self._tells += 1
         F = np.asarray(F, dtype=float).reshape(len(genomes), self.m)
         G = np.asarray(G, dtype=float).reshape(len(genomes), -1)
         self.genomes += [tuple(int(v) for v in g) for g in genomes]
