@@ -19,7 +19,7 @@ from search_spaces import UNPRUNED, Genome, PrunedSpace, PruningChoice
 from . import costs, data
 from .pruning import methods
 from .spec import SearchSpec
-from .training import train
+from .training import autocast_dtype, train
 
 WEIGHTS = "weights"  # the key of the trained state_dict (torch.save bytes) in evaluate's result
 
@@ -108,6 +108,7 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
             "epochs": result.epochs,
             "train_seconds": result.train_seconds,
             "device": str(device),
+            "precision": str(autocast_dtype(spec.training, device) or torch.float32).removeprefix("torch."),
             "dataset_fingerprint": dataset.fingerprint,
         }
         model = model.cpu()

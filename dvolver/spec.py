@@ -48,6 +48,9 @@ class TrainingSpec(BaseModel):
         "auto", description="auto: random crop + flip for images 32x32 and larger, nothing for smaller"
     )
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for CPU training")
+    amp: Literal["auto", "off"] = Field("auto", description=(
+        "mixed precision on CUDA (auto: bfloat16 where the GPU has it, else float16 with loss scaling; never "
+        "on CPU, where it would only slow training down)"))
     train_limit: int | None = Field(None, ge=10, le=10**8,
                                     description="train on a fixed random N of the training images")
     latency_repeats: int = Field(30, ge=1, le=10000)

@@ -57,6 +57,13 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
                   rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def autocast_dtype(cfg: TrainingSpec, device: torch.device) -> torch.dtype | None:
+    """The precision training runs its forward pass in, None for full float32."""
+    if cfg.amp == "off" or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def place(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     """Moves ``model`` to ``device``, in channels-last layout if asked; returns it."""
     model.to(device)
@@ -150,6 +157,9 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
             cycle_momentum=False)
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    amp = autocast_dtype(cfg, device)
+    # float16 needs its loss scaled so small gradients survive; bfloat16 has float32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     best: tuple[float, dict[str, torch.Tensor]] | None = None
     loss_sum, seen = 0.0, 0
     for epoch in range(epochs):
@@ -160,16 +170,19 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = training_batch(x_train[idx], generator, augment, device, channels_last)
             yb = y_train[idx].to(device)
-            loss = F.cross_entropy(model(xb), yb)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = F.cross_entropy(model(xb), yb)
             if penalty is not None:
                 loss = loss + penalty()
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}; lower training.lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_sum += loss.item() * len(idx)
             seen += len(idx)

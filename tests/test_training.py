@@ -42,3 +42,13 @@ def test_one_cycle_with_too_few_steps_for_its_warm_up_still_trains():
     for steps in (1, 4):
         result = _train(0, epochs=1, train_limit=64 * steps, batch_size=64, schedule="one_cycle")
         assert math.isfinite(result.train_loss) and 0 <= result.val_acc <= 100, (steps, result)
+
+
+def test_mixed_precision_is_for_cuda_only_and_off_when_asked():
+    import torch
+
+    from dvolver.spec import TrainingSpec
+    from dvolver.training import autocast_dtype
+
+    assert autocast_dtype(TrainingSpec(), torch.device("cpu")) is None  # it would only slow the CPU down
+    assert autocast_dtype(TrainingSpec(amp="off"), torch.device("cuda")) is None
