@@ -44,10 +44,10 @@ def _node(args: list[str], log: Path) -> subprocess.Popen:
 def cluster(tmp_path_factory):
     """Head with no CPUs and two nodes with one each: two evaluations at once must run on two nodes."""
     folder = tmp_path_factory.mktemp("cluster")
-    port = free_port()
+    port, client_port = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     nodes = [_node(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "0",
-                    "--include-dashboard", "false"],
+                    "--include-dashboard", "false", "--ray-client-server-port", str(client_port)],
                    folder / "head.log")]
     try:
         _wait_for_port(port, nodes[0], folder / "head.log")
@@ -55,7 +55,7 @@ def cluster(tmp_path_factory):
             nodes.append(_node(["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                                 "--resources", json.dumps({f"node_{name}": 1})], folder / f"node-{name}.log"))
             _wait_for_cpus(address, cpus, folder)
-        yield address
+        yield {"address": address, "client": f"ray://127.0.0.1:{client_port}"}
     finally:
         for node in reversed(nodes):  # `ray start --block` stops its node's processes on SIGTERM
             node.terminate()
@@ -96,12 +96,14 @@ def _wait_for_cpus(address: str, cpus: int, folder: Path) -> None:
         raise RuntimeError(f"the nodes did not join: {done.stdout}{done.stderr}\n{logs}")
 
 
-def test_a_search_through_ray_address_runs_on_more_than_one_node(cluster, tmp_path):
+@pytest.mark.parametrize("how", ["address", "client"], ids=["head-address", "ray-client"])
+def test_a_search_through_ray_address_runs_on_more_than_one_node(cluster, tmp_path, how):
+    """A HOST:PORT address joins from a machine that is a node; ray:// (Ray Client) from anywhere."""
     db = tmp_path / "dvolver.db"
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(TINY | {"evaluations": 6, "population": 4, "batch": 2, "seed": 4}))
     done = subprocess.run([sys.executable, "-m", "dvolver", "search", "--spec", str(spec), "--db", str(db),
-                           "--ray-address", cluster, "--plot", str(tmp_path / "front.png")],
+                           "--ray-address", cluster[how], "--plot", str(tmp_path / "front.png")],
                           capture_output=True, text=True, timeout=600, env=os.environ | TOKEN_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "6 evaluations (6 run now" in done.stderr
