@@ -132,4 +132,4 @@ def test_workers_get_the_data_from_the_object_store_not_from_the_drivers_files(r
     shutil.rmtree(path.parent)  # and no worker can read it from disk
     result = run_search(spec, db=str(tmp_path / "dvolver.db"), executor="ray", workers=2)
     assert [c.status for c in result.candidates] == ["finished"] * 4, [c.error for c in result.candidates]
-    assert len({c.worker for c in result.candidates}) >= 1 and result.front
+    assert result.front
