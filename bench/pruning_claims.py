@@ -189,7 +189,8 @@ def part_b(ds: data.Dataset, args: argparse.Namespace) -> list[Row]:
     print(f"part b, conv4: {args.epochs_reparam} epochs, batch {args.batch_size}, lr {args.lr}", flush=True)
     start = time.perf_counter()
     dense_model = fresh("conv4", ds, args.seed)
-    dense = measure(dense_model, ds, spec, device, fit(dense_model, ds, spec, args.seed, device), spec.epochs, start)
+    fitted = fit(dense_model, ds, spec, args.seed, device)
+    dense = measure(dense_model, ds, spec, device, fitted.train_loss, fitted.epochs, start)
     c = costs.count(dense_model, ds.input_shape)
     rows = [Row("b", "conv4", "dense", "dense (no pruning)", dense.val_acc, dense.test_acc, 1.0, c.macs, None,
                 c.params, None, dense.epochs, time.perf_counter() - start)]
@@ -236,7 +237,7 @@ def part_c(ds: data.Dataset, args: argparse.Namespace) -> list[Row]:
     start = time.perf_counter()
     model = fresh("resnet20", ds, args.seed)
     device = torch.device(args.device)
-    result = measure(model, ds, dense_spec, device, fit(model, ds, dense_spec, args.seed, device),
+    result = measure(model, ds, dense_spec, device, fit(model, ds, dense_spec, args.seed, device).train_loss,
                      dense_spec.epochs, start)
     c = costs.count(model, ds.input_shape)
     dense = Row("c", "resnet20", "dense", "dense (no pruning)", result.val_acc, result.test_acc, 1.0, c.macs, None,

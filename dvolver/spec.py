@@ -43,7 +43,11 @@ class TrainingSpec(BaseModel):
     weight_decay: float = Field(5e-4, ge=0, le=1)
     grad_clip: float | None = Field(5.0, gt=0, le=1e6,
                                     description="max global gradient norm; null turns clipping off")
-    schedule: Literal["one_cycle", "cosine"] = "one_cycle"
+    schedule: Literal["one_cycle", "cosine", "constant"] = Field(
+        "one_cycle", description="the learning-rate schedule; constant is the mask-learning papers' own")
+    patience: int | None = Field(None, ge=1, le=10000, description=(
+        "methods that keep their best epoch (aslp, edgepopup, supermask): stop after this many epochs without a "
+        "new best validation accuracy; null trains every epoch"))
     augment: Literal["auto", "none", "crop_flip"] = Field(
         "auto", description="auto: random crop + flip for images 32x32 and larger, nothing for smaller"
     )

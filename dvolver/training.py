@@ -27,6 +27,17 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Fitted:
+    """What one `fit` ran: the mean loss of its last epoch, and how long it trained."""
+
+    train_loss: float
+    epochs: int  # epochs run: fewer than asked when patience stopped it
+    steps: int
+    best_epoch: int | None = None  # keep_best: the epoch (1-based) whose state was kept
+    stopped_early: bool = False  # patience ran out before the last epoch
+
+
+@dataclass(frozen=True)
 class TrainResult:
     val_acc: float
     test_acc: float
@@ -44,7 +55,10 @@ def use_augmentation(cfg: TrainingSpec, input_shape: tuple[int, int, int]) -> bo
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop after zero padding, and a horizontal flip half of the time, per image."""
+    """Random crop after zero padding, and a horizontal flip half of the time, per image.
+
+    The draws come from the CPU ``generator`` wherever ``x`` lives, so a batch already on the GPU is
+    cropped exactly as it would be on the CPU; only the gather runs on ``x``'s device."""
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
@@ -53,8 +67,9 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     rows = oy[:, None] + torch.arange(h)[None, :]
     cols = torch.where(flip[:, None], ox[:, None] + torch.arange(w - 1, -1, -1)[None, :],
                        ox[:, None] + torch.arange(w)[None, :])
-    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                  rows[:, None, :, None], cols[:, None, None, :]]
+    index = [t.to(x.device) for t in (torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                                      rows[:, None, :, None], cols[:, None, None, :])]
+    return padded[index[0], index[1], index[2], index[3]]
 
 
 def autocast_dtype(cfg: TrainingSpec, device: torch.device) -> torch.dtype | None:
@@ -118,24 +133,47 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.devic
 def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device) -> TrainResult:
     """Trains every parameter of ``model`` at the spec's learning rate, then measures it."""
     start = time.perf_counter()
-    train_loss = fit(model, data, cfg, seed, device)
-    return measure(model, data, cfg, device, train_loss, cfg.epochs, start)
+    fitted = fit(model, data, cfg, seed, device)
+    return measure(model, data, cfg, device, fitted.train_loss, fitted.epochs, start)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
+                   ) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step learning-rate schedule over ``total_steps``, scaling each group's own peak lr."""
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    warmup = 0.25
+    # OneCycleLR ends its warm-up at step warmup * total_steps - 1: at step 0 (4 steps here) it divides by zero,
+    # before it there is no warm-up at all and a single step runs at lr ~0. Cosine works for any length.
+    if schedule == "one_cycle" and warmup * total_steps > 1:
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps, pct_start=warmup,
+            cycle_momentum=False)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+# Up to this many bytes of training images are copied to the GPU once, instead of batch by batch.
+_DEVICE_RESIDENT_BYTES = 2 * 2**30
 
 
 def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device, *,
         param_groups: list[dict[str, Any]] | None = None, penalty: Callable[[], torch.Tensor] | None = None,
-        epochs: int | None = None, lr_scale: float = 1.0, keep_best: bool = False) -> float:
-    """The training loop every method shares; returns the mean loss of the last epoch.
+        epochs: int | None = None, lr_scale: float = 1.0, keep_best: bool = False) -> Fitted:
+    """The training loop every method shares.
 
     ``param_groups``: SGD groups, each with its own peak ``lr`` (default: every parameter at
     ``cfg.lr``); the schedule scales them all alike. ``penalty``: a term added to the loss at every
     step (the pruning budget). ``keep_best``: measure validation accuracy after each epoch and
-    restore the best state at the end (early stopping, as the mask-learning methods use).
+    restore the best state at the end (early stopping, as the mask-learning methods use); with
+    ``cfg.patience``, training also stops once that many epochs have passed without a new best.
     """
     channels_last = use_channels_last(cfg, device)
     place(model, device, channels_last)
     epochs = cfg.epochs if epochs is None else epochs
     x_train, y_train = training_split(data, cfg)
+    if device.type == "cuda" and x_train.element_size() * x_train.nelement() <= _DEVICE_RESIDENT_BYTES:
+        # One copy instead of one per step; the batches and their augmentation are the same either way.
+        x_train, y_train = x_train.to(device), y_train.to(device)
     augment = use_augmentation(cfg, data.input_shape)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
@@ -148,34 +186,24 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
         group.setdefault("nesterov", group["momentum"] > 0)
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.SGD(groups)
-    warmup = 0.25
-    # OneCycleLR ends its warm-up at step warmup * total_steps - 1: at step 0 (4 steps here) it divides by zero,
-    # before it there is no warm-up at all and a single step runs at lr ~0. Cosine works for any length.
-    if cfg.schedule == "one_cycle" and warmup * total_steps > 1:
-        scheduler: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=warmup,
-            cycle_momentum=False)
-    else:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    scheduler = make_scheduler(optimizer, cfg.schedule, total_steps)
     amp = autocast_dtype(cfg, device)
     # float16 needs its loss scaled so small gradients survive; bfloat16 has float32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
-    loss_sum, seen = 0.0, 0
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    loss_sum, seen, ran, stopped_early = 0.0, 0, 0, False
     for epoch in range(epochs):
         model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        loss_sum, seen = 0.0, 0
+        order = torch.randperm(len(x_train), generator=generator).to(x_train.device)
+        epoch_loss, seen = torch.zeros((), dtype=torch.float64, device=device), 0
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             xb = training_batch(x_train[idx], generator, augment, device, channels_last)
-            yb = y_train[idx].to(device)
+            yb = y_train[idx].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = F.cross_entropy(model(xb), yb)
             if penalty is not None:
                 loss = loss + penalty()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch + 1}; lower training.lr")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip is not None:
@@ -184,16 +212,24 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            loss_sum += loss.item() * len(idx)
+            epoch_loss += loss.detach().double() * len(idx)
             seen += len(idx)
+        # Checked once an epoch: a check per step would make the CPU wait for the GPU at every step.
+        loss_sum = epoch_loss.item()
+        if not math.isfinite(loss_sum):
+            raise TrainingDiverged(f"loss became {loss_sum / max(1, seen)} in epoch {epoch + 1}; lower training.lr")
+        ran = epoch + 1
         if keep_best:
             acc = accuracy(model, data.x_val, data.y_val, device, channels_last)
             if best is None or acc > best[0]:
-                best = acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = acc, ran, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if cfg.patience is not None and ran - best[1] >= cfg.patience and ran < epochs:
+                stopped_early = True
+                break
     if best is not None:
-        model.load_state_dict(best[1])
+        model.load_state_dict(best[2])
     recalibrate_batchnorm(model, x_train, device, channels_last, cfg.batch_size)
-    return loss_sum / max(1, seen)
+    return Fitted(loss_sum / max(1, seen), ran, ran * steps_per_epoch, best[1] if best else None, stopped_early)
 
 
 def training_split(data: Dataset, cfg: TrainingSpec) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,3 +52,44 @@ def test_mixed_precision_is_for_cuda_only_and_off_when_asked():
 
     assert autocast_dtype(TrainingSpec(), torch.device("cpu")) is None  # it would only slow the CPU down
     assert autocast_dtype(TrainingSpec(amp="off"), torch.device("cuda")) is None
+
+
+def test_a_constant_schedule_keeps_each_groups_own_lr_and_the_others_move_it():
+    from dvolver.training import make_scheduler
+
+    for schedule in ("constant", "one_cycle", "cosine"):
+        optimizer = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 50.0},
+                                     {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 1e-3}])
+        scheduler = make_scheduler(optimizer, schedule, 20)
+        seen = []
+        for _ in range(20):
+            seen.append(tuple(g["lr"] for g in optimizer.param_groups))
+            optimizer.step()
+            scheduler.step()
+        if schedule == "constant":
+            assert set(seen) == {(50.0, 1e-3)}
+        else:
+            assert len(set(seen)) > 10 and max(s[0] for s in seen) <= 50.0 + 1e-9, schedule
+            assert all(abs(a / b - 50.0 / 1e-3) < 1e-3 for a, b in seen if b > 0), "groups scale alike"
+
+
+def test_patience_stops_a_keep_best_training_once_no_epoch_beats_the_best():
+    from dvolver.pruning import methods
+    from search_spaces.backbones import build_backbone
+
+    data = load("digits")
+
+    def run(patience):
+        torch.manual_seed(0)
+        model = build_backbone("lenet300", data.input_shape, data.num_classes)
+        cfg = TrainingSpec(epochs=40, batch_size=64, train_limit=256, patience=patience, schedule="constant",
+                           keep_weights=False)
+        return methods.prune(model, data, "edgepopup", 0.5, {}, cfg, 0, torch.device("cpu"))
+
+    stopped, full = run(2), run(None)
+    d = stopped.details
+    assert d["stopped_early"] and stopped.result.epochs == d["best_epoch"] + 2 < 40
+    assert d["steps"] == stopped.result.epochs * 4  # 256 images at batch 64
+    assert not full.details["stopped_early"] and full.result.epochs == 40 and full.details["steps"] == 160
+    # The same seed stops at the same epoch: patience keeps a run reproducible.
+    assert run(2).details == d

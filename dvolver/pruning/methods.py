@@ -217,9 +217,11 @@ def _run_masks(model, dataset, budget, opts, training, seed, device, start) -> P
         net = supermask.prepare(model, dynamic_rescale=opts.dynamic_rescale, signed_constant=opts.signed_constant,
                                 seed=seed)
         groups = supermask.parameter_groups(net, lr=opts.lr)
-    loss = fit(net, dataset, training, seed, device, param_groups=groups, keep_best=True)
+    fitted = fit(net, dataset, training, seed, device, param_groups=groups, keep_best=True)
     final = extract(net)
-    return _finish_unstructured(final, method, dataset, training, device, loss, start)
+    details = {"best_epoch": fitted.best_epoch, "steps": fitted.steps, "stopped_early": fitted.stopped_early}
+    return _finish_unstructured(final, method, dataset, training, device, fitted.train_loss, start, details,
+                                epochs=fitted.epochs)
 
 
 def _run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, device, start) -> Pruned:
@@ -230,15 +232,15 @@ def _run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, d
               {"params": t_params, "lr": opts.t_lr, "weight_decay": 0.0}]
     net.to(device)
     loss = fit(net, dataset, training, seed, device, param_groups=groups,
-               penalty=lambda: reparam.budget_loss(net, budget, lam=opts.lam))
+               penalty=lambda: reparam.budget_loss(net, budget, lam=opts.lam)).train_loss
     details = {"kept_before_cut": reparam.kept_fraction(net), "temperatures": reparam.temperatures(net)}
     reparam.hard_prune(net, budget)
     return _finish_unstructured(net, "reparam", dataset, training, device, loss, start, details)
 
 
 def _run_magnitude(model, dataset, budget, opts: MagnitudeOptions, training, seed, device, start) -> Pruned:
-    loss = fit(model, dataset, training, seed, device)
-    dense = measure(model, dataset, training, device, loss, training.epochs, start)
+    fitted = fit(model, dataset, training, seed, device)
+    dense = measure(model, dataset, training, device, fitted.train_loss, fitted.epochs, start)
     return magnitude_prune_trained(model, dataset, budget, opts, training, seed, device, dense, start)
 
 
@@ -257,7 +259,7 @@ def magnitude_prune_trained(model: nn.Module, dataset: Dataset, budget: float, o
     loss, epochs = dense.train_loss, dense.epochs
     if opts.finetune_epochs:
         loss = fit(model, dataset, training, seed + 1, device, epochs=opts.finetune_epochs,
-                   lr_scale=opts.finetune_lr_scale)
+                   lr_scale=opts.finetune_lr_scale).train_loss
         epochs += opts.finetune_epochs
     handle.remove()
     return _finish_unstructured(model, "magnitude", dataset, training, device, loss, start,
