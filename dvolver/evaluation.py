@@ -90,6 +90,8 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
     device = _device(spec)
     choice = pruning_choice(space, genome)
     with _torch_threads(spec.resources.cpus_per_eval):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         torch.manual_seed(seed)
         model = space.build(genome, dataset.input_shape, dataset.num_classes)
         extra: dict[str, Any] = {}
@@ -111,6 +113,10 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
             "precision": str(autocast_dtype(spec.training, device) or torch.float32).removeprefix("torch."),
             "dataset_fingerprint": dataset.fingerprint,
         }
+        if device.type == "cuda":
+            # This process's own allocator: what this evaluation needed, whoever else shares the GPU.
+            metrics["gpu"] = torch.cuda.get_device_name(device)
+            metrics["gpu_memory_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         model = model.cpu()
         if needs_latency(spec):
             metrics["latency"] = costs.latency_ms(model, dataset.input_shape, spec.training.latency_repeats)
