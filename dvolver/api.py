@@ -11,11 +11,11 @@ import search_spaces
 
 from .engine import Progress, SearchResult, run
 from .errors import ConflictError, DvolverError
-from .executors import Executor, InlineExecutor, RayExecutor
+from .executors import Executor, InlineExecutor, ProcessExecutor, RayExecutor
 from .spec import SearchSpec
 from .store import Store
 
-EXECUTORS = ("auto", "ray", "inline")
+EXECUTORS = ("auto", "ray", "processes", "inline")
 
 
 def versions() -> dict[str, object]:
@@ -29,13 +29,18 @@ def versions() -> dict[str, object]:
 
 
 def make_executor(spec: SearchSpec, kind: str = "auto", workers: int = 2, ray_address: str | None = None) -> Executor:
-    """auto: inline for table look-ups (microseconds each, nothing to spread), Ray otherwise."""
+    """auto: inline for table look-ups (microseconds each, nothing to spread), Ray otherwise. processes:
+    `workers` local processes without Ray."""
     if kind not in EXECUTORS:
         raise DvolverError(f"unknown executor {kind!r}; choose among {', '.join(EXECUTORS)}")
     if workers < 1:
         raise DvolverError(f"workers must be at least 1, got {workers}")
     if kind == "inline" or (kind == "auto" and spec.table_mode and not ray_address):
         return InlineExecutor()
+    if kind == "processes":
+        if ray_address:
+            raise DvolverError("--ray-address needs the ray executor; drop --executor processes to join a cluster")
+        return ProcessExecutor(workers=workers)
     try:
         return RayExecutor(workers=workers, address=ray_address, cpus=spec.resources.cpus_per_eval,
                            gpus=spec.resources.gpus_per_eval)

@@ -26,9 +26,10 @@ err = Console(stderr=True, soft_wrap=True)
 # Options several commands share.
 DB = typer.Option(None, envvar="DVOLVER_DB",
                   help="SQLite file or SQLAlchemy URL (default: $DVOLVER_DB, else ~/.dvolver/dvolver.db)")
-WORKERS = typer.Option(2, help="parallel evaluations on a local Ray")
+WORKERS = typer.Option(2, help="parallel evaluations on a local Ray (or local processes)")
 RAY_ADDRESS = typer.Option(None, envvar="RAY_ADDRESS", help="join an existing Ray cluster")
-EXECUTOR = typer.Option("auto", help="auto (Ray; inline for table look-ups), ray or inline")
+EXECUTOR = typer.Option("auto", help="auto (Ray; inline for table look-ups), ray, processes (local worker "
+                        "processes, no Ray) or inline")
 PLOT = typer.Option(None, help="where to write the front plot [dvolver_front_<id>.png]")
 
 

@@ -1,4 +1,4 @@
-"""Where evaluations run: Ray (a local instance, or a cluster at an address) or inline.
+"""Where evaluations run: Ray (a local instance, or a cluster at an address), local processes, or inline.
 
 An executor has `submit(fn, *args) -> handle`, `as_completed(handles)` yielding each handle with
 its `Outcome` as soon as it is done, `share(value)` (a value many submissions take, sent to the
@@ -10,14 +10,17 @@ candidate's fault: Ray runs it again, a bounded number of times, and the Outcome
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import logging
+import multiprocessing
 import os
 import socket
 import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -99,6 +102,129 @@ class InlineExecutor:
 
     def shutdown(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class _SharedRef:
+    """Stands in a submission's arguments for a value every worker process received once at its start."""
+
+    index: int
+
+
+_WORKER_SHARED: dict[int, Any] = {}
+
+
+def _start_worker(shared: dict[int, Any]) -> None:
+    _WORKER_SHARED.update(shared)
+
+
+def _call_in_worker(fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
+    resolved = tuple(_WORKER_SHARED[a.index] if isinstance(a, _SharedRef) else a for a in args)
+    return timed_call(fn, *resolved)
+
+
+class _PoolTask:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.future: cf.Future[Outcome] | None = None
+        self.lost: list[str] = []
+
+
+class ProcessExecutor:
+    """Evaluations in `workers` local worker processes, without Ray.
+
+    For a machine where Ray is not installed or cannot start: each evaluation runs in a spawned
+    process (a fresh interpreter, so CUDA works there), `workers` at a time, all of them on this
+    machine's CPUs and GPUs; with `gpus_per_eval` > 0 every worker trains on the GPU, which they
+    share with no accounting (Ray's fractional GPUs are the same sharing, with admission control).
+    A value given to `share` reaches each worker once, when it starts. A worker that dies takes the
+    pool with it: the evaluations then in flight are each counted as a lost attempt and submitted
+    again to a new pool, at most `max_retries` more times, as on Ray.
+    """
+
+    def __init__(self, workers: int = 2, max_retries: int = 2) -> None:
+        self.slots = workers
+        self.max_retries = max_retries
+        self._shared: dict[int, Any] = {}
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def _pool_now(self) -> cf.ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.slots, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_start_worker, initargs=(dict(self._shared),))
+        return self._pool
+
+    def share(self, value: Any) -> Any:
+        ref = _SharedRef(len(self._shared))
+        self._shared[ref.index] = value
+        if self._pool is not None:  # workers started before this value existed cannot resolve it
+            self._stop_pool()
+        return ref
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        task = _PoolTask(fn, args)
+        self._send(task)
+        return task
+
+    def _send(self, task: _PoolTask) -> None:
+        task.future = self._pool_now().submit(_call_in_worker, task.fn, task.args)
+
+    def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
+                     ) -> Iterator[tuple[Any, Outcome]]:
+        """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
+        tasks = {task.future: task for task in handles}
+        while tasks:
+            if tick:
+                tick()
+            done, _ = cf.wait(list(tasks), timeout=1.0 if tick else None, return_when=cf.FIRST_COMPLETED)
+            broken: list[_PoolTask] = []
+            for future in done:
+                task = tasks.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool as exc:  # a worker died: not the candidate's fault
+                    task.lost.append(f"BrokenProcessPool: {_first_line(exc)}")
+                    broken.append(task)
+                    continue
+                except Exception as exc:  # timed_call catches the evaluation's own errors: this is the pool's
+                    yield task, Outcome(None, f"{type(exc).__name__}: {_first_line(exc)}", "unknown", 0.0,
+                                        len(task.lost) + 1, tuple(task.lost))
+                    continue
+                yield task, replace(outcome, attempts=len(task.lost) + 1, lost=tuple(task.lost))
+            if broken:
+                self._stop_pool()
+            for task in broken:
+                if len(task.lost) <= self.max_retries:
+                    log.warning("an evaluation's worker process died (%s); running it again (attempt %d of %d)",
+                                task.lost[-1], len(task.lost) + 1, self.max_retries + 1)
+                    self._send(task)
+                    assert task.future is not None
+                    tasks[task.future] = task
+                else:
+                    yield task, Outcome(None, f"the worker was lost on all {len(task.lost)} attempts; last: "
+                                        f"{task.lost[-1]}", "lost worker", 0.0, len(task.lost), tuple(task.lost))
+
+    def cancel(self, handles: Iterable[Any]) -> None:
+        for task in handles:
+            if task.future is not None:
+                task.future.cancel()
+
+    def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # Evaluations still running are abandoned, as Ray's cancel(force=True) abandons them.
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.terminate()
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.join(timeout=5)
+
+    def shutdown(self) -> None:
+        self._stop_pool()
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
