@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .data import Dataset
+from .kernel_guards import run_unsafe_convs_in_nchw
 
 if TYPE_CHECKING:
     from .spec import TrainingSpec
@@ -80,10 +81,14 @@ def autocast_dtype(cfg: TrainingSpec, device: torch.device) -> torch.dtype | Non
 
 
 def place(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """Moves ``model`` to ``device``, in channels-last layout if asked; returns it."""
+    """Moves ``model`` to ``device``, in channels-last layout if asked; returns it.
+
+    On the CPU, the convolutions a oneDNN bug makes unsafe in channels-last stay NCHW (kernel_guards)."""
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+        if device.type == "cpu":
+            run_unsafe_convs_in_nchw(model)
     return model
 
 
