@@ -13,7 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from .errors import DvolverError
@@ -50,6 +50,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "min_acc": ("constraints", "min_acc"),
     "table": ("space_options", "table"), "cells": ("space_options", "cells_per_stage"),
     "filters": ("space_options", "filters"), "channels": ("space_options", "channels"),
+    "time_limit": ("time_limit_s",),
 }
 
 
@@ -93,7 +94,7 @@ class _LiveProgress:
     def __init__(self, budget: int) -> None:
         self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("evaluations  front {task.fields[front]}  HV {task.fields[hv]}"),
-                            TimeElapsedColumn(), console=err)
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err)
         self.task = self.bar.add_task("search", total=budget, front=0, hv="-")
 
     def __call__(self, p: Any) -> None:
@@ -115,6 +116,8 @@ def search(
     batch: int = typer.Option(None, help="surrogate: candidates trained at a time after the first population; "
                               "a multiple of --workers keeps them busy [population // 4]"),
     evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [60]"),
+    time_limit: float = typer.Option(None, help="seconds: once past, ask no new candidate, finish those in flight, "
+                                     "and record that the limit was hit (the front then depends on the machine)"),
     epochs: int = typer.Option(None, help="proxy training epochs per candidate [5]"),
     batch_size: int = typer.Option(None, help="training batch size [128]"),
     lr: float = typer.Option(None, help="peak learning rate [0.1]"),
@@ -311,7 +314,8 @@ def _run_with_progress(job: Any, live: _LiveProgress, created: list[int], db: st
     err.print(f"{stats['evaluations']} evaluations ({stats['trained']} run now, {stats['reused']} reused from the "
               f"store, {stats['infeasible']} rejected on cheap constraints, {stats['failed']} failed) in "
               f"{stats.get('wall_seconds', 0):.1f} s; worker utilisation "
-              f"{'-' if util is None else f'{util:.0%}'} over {stats['workers']} worker(s)", highlight=False)
+              f"{'-' if util is None else f'{util:.0%}'} over {stats['workers']} worker(s); driver CPU "
+              f"{stats.get('driver_cpu_seconds_per_evaluation', 0):.3f} s per evaluation", highlight=False)
 
 
 def _stored_result(search_id: int, db: str | None) -> Any:

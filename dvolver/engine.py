@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -135,6 +136,11 @@ class _Run:
         self._cheap_metrics: dict[str, dict[str, Any]] = {}  # per key: building a network to count it takes time
         self.first_submit: float | None = None
         self.last_done: float | None = None
+        # What the driver itself spends (asking, counting costs, recording): this process's CPU time less
+        # the evaluations that ran inside it (the inline executor's).
+        self.started, self.started_cpu = time.perf_counter(), time.process_time()
+        self.evaluation_cpu_here = 0.0
+        self.time_limit_hit = False
         self._dataset: data.Dataset | None = None
         self._shared_dataset: Any = None  # the executor's handle on it, made at the first submission
         if self.spec.table_mode:
@@ -170,6 +176,10 @@ class _Run:
                 while (len(window) < depth and not self.stopped
                        and self.progress.evaluations + len(self.in_flight) < spec.evaluations):
                     self._check_stop()
+                    if self._out_of_time():
+                        self.time_limit_hit = True
+                        self.stopped = f"the time limit of {spec.time_limit_s:g} s was reached"
+                        break
                     genomes = self._ask(algorithm, journal)
                     if not genomes:
                         self.stopped = "the algorithm found no new candidate: the space is exhausted"
@@ -260,6 +270,11 @@ class _Run:
                  for o in self.spec.objectives]
         return CheapValues(np.array(known, dtype=float), violation(self.spec.constraints, values, cheap_only=True))
 
+    def _out_of_time(self) -> bool:
+        """Past the spec's time limit, once at least one batch is out (as Optuna's timeout runs one trial)."""
+        limit = self.spec.time_limit_s
+        return limit is not None and bool(self.asks) and time.perf_counter() - self.started >= limit
+
     def _check_stop(self) -> None:
         reason = self.should_stop()
         if reason:
@@ -302,6 +317,8 @@ class _Run:
     def _record(self, key: str, outcome: Outcome) -> None:
         _, genome, cheap = self.in_flight.pop(key)
         self.busy[outcome.worker] = self.busy.get(outcome.worker, 0.0) + outcome.seconds
+        if outcome.worker.endswith(f":{os.getpid()}"):
+            self.evaluation_cpu_here += outcome.cpu_seconds
         value = dict(outcome.value or {})
         weights = value.pop(WEIGHTS, None)
         metrics = cheap | value
@@ -380,6 +397,7 @@ class _Run:
     def stats(self) -> dict[str, Any]:
         p = self.progress
         busy_total = sum(self.busy.values())
+        driver_cpu = max(0.0, time.process_time() - self.started_cpu - self.evaluation_cpu_here)
         wall = (self.last_done or 0.0) - (self.first_submit or 0.0)
         capacity = wall * max(1, self.executor.slots)
         return {
@@ -401,6 +419,9 @@ class _Run:
             "busy_seconds": {w: round(s, 3) for w, s in self.busy.items()},
             "evaluation_wall_seconds": round(wall, 3),
             "utilisation": round(busy_total / capacity, 4) if capacity > 0 else None,
+            "driver_cpu_seconds": round(driver_cpu, 3),
+            "driver_cpu_seconds_per_evaluation": round(driver_cpu / max(1, p.trained), 4),
+            "time_limit_hit": self.time_limit_hit,
         }
 
 

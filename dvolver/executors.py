@@ -36,18 +36,20 @@ class Outcome:
     attempts: int = 1
     lost: tuple[str, ...] = ()  # why each earlier attempt's worker was lost
     node: str | None = None  # the Ray node that ran it
+    cpu_seconds: float = 0.0  # CPU time of the process that ran it, while it ran
 
 
 def timed_call(fn: Callable[..., Any], *args: Any) -> Outcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     node = _ray_node()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         value = fn(*args)
     except Exception as exc:  # an evaluation may fail in any way; the search records it and goes on
         log.debug("evaluation failed: %s", traceback.format_exc())
-        return Outcome(None, f"{type(exc).__name__}: {exc}", worker, time.perf_counter() - start, node=node)
-    return Outcome(value, None, worker, time.perf_counter() - start, node=node)
+        return Outcome(None, f"{type(exc).__name__}: {exc}", worker, time.perf_counter() - start, node=node,
+                       cpu_seconds=time.process_time() - cpu)
+    return Outcome(value, None, worker, time.perf_counter() - start, node=node, cpu_seconds=time.process_time() - cpu)
 
 
 def _ray_node() -> str | None:

@@ -146,6 +146,10 @@ class SearchSpec(BaseModel):
     overlap: bool | None = Field(None, description=(
         "choose the next batch while the current one trains, from the results up to the batch before, so "
         "workers never wait for the choice; default: on when candidates train, off for table look-ups"))
+    time_limit_s: float | None = Field(None, gt=0, le=10**7, description=(
+        "wall-clock limit of one run of the search: once reached no new candidate is asked, the ones in flight "
+        "finish, and the result records that the limit was hit; without it the same spec and seed give the same "
+        "front"))
     pruning: PruningSpec | None = Field(None, description="search a pruning genome too (see METHODS.md)")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)

@@ -208,3 +208,23 @@ def test_latency_is_measured_by_the_worker_when_asked_for(db):
                                 "training": TINY["training"] | {"latency_repeats": 3}}, db=db, executor="inline")
     for c in result.candidates:
         assert c.objectives["latency"] > 0 and c.metrics["latency"] == c.objectives["latency"]
+
+
+def test_the_driver_reports_its_own_cpu_seconds_apart_from_the_evaluations(db):
+    result = run_search(TINY | {"evaluations": 6, "population": 3}, db=db, executor="inline")
+    stats = result.stats
+    assert stats["driver_cpu_seconds"] > 0 and stats["driver_cpu_seconds_per_evaluation"] > 0
+    assert stats["driver_cpu_seconds_per_evaluation"] == pytest.approx(stats["driver_cpu_seconds"] / 6, abs=1e-3)
+    # Inline, the trainings ran in the driver's process; they are not the driver's own cost.
+    assert stats["driver_cpu_seconds"] < stats["wall_seconds"]
+    assert stats["time_limit_hit"] is False
+
+
+def test_a_time_limit_ends_the_search_cleanly_and_says_so(db):
+    spec = TINY | {"evaluations": 200, "population": 4, "time_limit_s": 0.01}
+    result = run_search(spec, db=db, executor="inline")
+    assert result.status == "finished" and result.stats["time_limit_hit"] is True
+    assert "time limit of 0.01 s was reached" in result.stats["stopped_early"]
+    done = [c for c in result.candidates if c.status == "finished"]
+    assert 0 < len(done) < 200 and result.front  # what was in flight finished and counts
+    assert not [c for c in result.candidates if c.status == "pending"]
