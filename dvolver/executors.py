@@ -52,6 +52,12 @@ def timed_call(fn: Callable[..., Any], *args: Any) -> Outcome:
     return Outcome(value, None, worker, time.perf_counter() - start, node=node, cpu_seconds=time.process_time() - cpu)
 
 
+def lost_for_good(lost: list[str]) -> Outcome:
+    """The outcome of an evaluation whose worker was lost on every attempt: `lost` holds why, in order."""
+    return Outcome(None, f"the worker was lost on all {len(lost)} attempts; last: {lost[-1]}", "lost worker", 0.0,
+                   len(lost), tuple(lost))
+
+
 def _ray_node() -> str | None:
     """The Ray node this process runs on; host names alone do not tell apart nodes that share a host
     (containers, or several `ray start` on one machine)."""
@@ -203,8 +209,7 @@ class ProcessExecutor:
                     assert task.future is not None
                     tasks[task.future] = task
                 else:
-                    yield task, Outcome(None, f"the worker was lost on all {len(task.lost)} attempts; last: "
-                                        f"{task.lost[-1]}", "lost worker", 0.0, len(task.lost), tuple(task.lost))
+                    yield task, lost_for_good(task.lost)
 
     def cancel(self, handles: Iterable[Any]) -> None:
         for task in handles:
@@ -330,8 +335,7 @@ class RayExecutor:
                         task.ref = self._remote.remote(task.fn, *task.args)
                         tasks[task.ref] = task
                         continue
-                    yield task, Outcome(None, f"the worker was lost on all {len(task.lost)} attempts; last: "
-                                        f"{reason}", "lost worker", 0.0, len(task.lost), tuple(task.lost))
+                    yield task, lost_for_good(task.lost)
                     continue
                 yield task, replace(outcome, attempts=len(task.lost) + 1, lost=tuple(task.lost))
 
