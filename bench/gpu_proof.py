@@ -100,7 +100,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=360.0, help="wall-clock budget of the whole script")
     p.add_argument("--workers", type=int, default=4, help="evaluations sharing the GPU in the searches")
     p.add_argument("--executor", choices=("auto", "ray", "processes"), default="auto",
-                   help="auto: Ray where it is installed, local worker processes otherwise")
+                   help="auto: Ray where it is installed (not with --smoke), local worker processes otherwise")
     p.add_argument("--mask-steps", type=int, default=15_000, help="step budget of each mask-learning run")
     p.add_argument("--patience", type=int, default=100, help="epochs without a new best validation accuracy "
                    "before a mask run stops (the official ASLP code: 100)")
@@ -112,8 +112,8 @@ def parse_args() -> argparse.Namespace:
                 "x_test, y_test), e.g. ../shared/data/cifar10_subset.npz")
     if not torch.cuda.is_available() and not args.smoke:
         p.error("no CUDA device: this script proves the GPU path; rehearse it on a CPU with --smoke")
-    if args.executor == "auto":
-        args.executor = "ray" if importlib.util.find_spec("ray") else "processes"
+    if args.executor == "auto":  # the rehearsal runs as the GPU machine, which has no Ray, will
+        args.executor = "ray" if importlib.util.find_spec("ray") and not args.smoke else "processes"
     return args
 
 

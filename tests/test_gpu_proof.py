@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def test_the_gpu_proof_runs_every_section_in_its_smoke_sizes(cifar_npz, tmp_path):
     out = tmp_path / "proof"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_proof.py"), "--smoke", "--executor", "processes",
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_proof.py"), "--smoke",
                            "--data", str(cifar_npz), "--out", str(out)], capture_output=True, text=True,
                           env=os.environ | {"OMP_NUM_THREADS": "1"}, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -29,6 +29,7 @@ def test_the_gpu_proof_runs_every_section_in_its_smoke_sizes(cifar_npz, tmp_path
         assert search["finished"] == search["evaluations"] > 0 and not search["failed"]
         assert search["devices"] == ["cpu"] and search["precisions"] == ["float32"]  # no GPU here
         assert search["front"] and 0 < search["utilisation"] <= 1
+    assert s["environment"]["executor"] == "processes"  # as on the GPU machine, which has no Ray
     assert s["digits_search"]["cpu_over_gpu_wall"] > 0
     assert s["determinism"]["same_candidates"] and s["determinism"]["same_front"]
     assert s["cifar_search"]["train_images_per_s"]["median"] > 0
