@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -42,28 +42,56 @@ class Costs:
         return metrics
 
 
+@dataclass(frozen=True)
+class OpCounts:
+    """fvcore's raw figures for one module: its count by operator, the calls of ops it has no formula
+    for, and its trainable params. Those of the parts of a network add up to the network's."""
+
+    by_op: dict[str, int]
+    uncounted: dict[str, int]
+    params: int
+
+
 def count(model: nn.Module, input_shape: tuple[int, ...]) -> Costs:
     """Costs of one inference at batch 1, in eval mode."""
+    counts, by_module = _analyse(model, (input_shape,))
+    costs = to_costs(counts)
+    sparse_macs, nonzero = _sparse(model, by_module, costs.macs)
+    return replace(costs, sparse_macs=sparse_macs, nonzero_params=nonzero)
+
+
+def count_ops(model: nn.Module, input_shapes: tuple[tuple[int, ...], ...]) -> OpCounts:
+    """fvcore's figures for one forward pass of `model` at batch 1, in eval mode, on zeros of the
+    given shapes (one per forward argument)."""
+    return _analyse(model, input_shapes)[0]
+
+
+def to_costs(counts: OpCounts) -> Costs:
+    """MACs are the multiply-accumulate ops' share of fvcore's count; the rest is non_mac_ops."""
+    macs = int(sum(v for op, v in counts.by_op.items() if op in MAC_OPS))
+    others = {op: int(v) for op, v in counts.by_op.items() if op not in MAC_OPS}
+    return Costs(macs=macs, flops=2 * macs, params=counts.params, uncounted_ops=dict(counts.uncounted),
+                 non_mac_ops=others)
+
+
+def _analyse(model: nn.Module, input_shapes: tuple[tuple[int, ...], ...]) -> tuple[OpCounts, dict[str, dict[str, int]]]:
     from fvcore.nn import FlopCountAnalysis
 
     was_training = model.training
     model.eval()
     try:
-        device = next(model.parameters()).device
-        analysis = FlopCountAnalysis(model, torch.zeros(1, *input_shape, device=device))
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        inputs = tuple(torch.zeros(1, *shape, device=device) for shape in input_shapes)
+        analysis = FlopCountAnalysis(model, inputs[0] if len(inputs) == 1 else inputs)
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         with torch.no_grad():
             by_module = analysis.by_module_and_operator()
         uncounted = dict(analysis.unsupported_ops())
     finally:
         model.train(was_training)
-    by_op = by_module[""]
-    macs = int(sum(v for op, v in by_op.items() if op in MAC_OPS))
-    others = {op: int(v) for op, v in by_op.items() if op not in MAC_OPS}
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    sparse_macs, nonzero = _sparse(model, by_module, macs)
-    return Costs(macs=macs, flops=2 * macs, params=params, uncounted_ops=uncounted, non_mac_ops=others,
-                 sparse_macs=sparse_macs, nonzero_params=nonzero)
+    return OpCounts(by_op=dict(by_module[""]), uncounted=uncounted, params=params), by_module
 
 
 def _sparse(model: nn.Module, by_module: dict[str, dict[str, int]], macs: int) -> tuple[int | None, int | None]:

@@ -133,7 +133,7 @@ class _Run:
         self.hv_history: list[list[float]] = []
         self.busy: dict[str, float] = {}
         self.in_flight: dict[str, tuple[Any, Genome, dict[str, Any]]] = {}  # key -> (handle, genome, cheap)
-        self._cheap_metrics: dict[str, dict[str, Any]] = {}  # per key: building a network to count it takes time
+        self._cheap_metrics: dict[str, dict[str, Any]] = {}  # per key: surrogate pools ask the same genomes again
         self.first_submit: float | None = None
         self.last_done: float | None = None
         # What the driver itself spends (asking, counting costs, recording): this process's CPU time less

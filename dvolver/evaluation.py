@@ -16,7 +16,7 @@ import torch
 import search_spaces
 from search_spaces import UNPRUNED, Genome, PrunedSpace, PruningChoice
 
-from . import costs, data
+from . import costs, data, unit_costs
 from .pruning import methods
 from .spec import SearchSpec
 from .training import autocast_dtype, train
@@ -56,8 +56,12 @@ def cheap_metrics(genome: Genome, spec: SearchSpec, input_shape: tuple[int, int,
         row = table.lookup(genome)
         return {"flops": row.flops, "params": row.params, "cost_source": "table"}
     assert input_shape is not None and num_classes is not None
-    model = space.build(genome, input_shape, num_classes)
-    dense = costs.count(model, input_shape).as_metrics() | {"cost_source": "fvcore"}
+    # fvcore's counts of the network's distinct units, each counted once per process; the whole
+    # network's count where the space does not list its units.
+    counted = unit_costs.count_genome(space, genome, input_shape, num_classes)
+    if counted is None:
+        counted = costs.count(space.build(genome, input_shape, num_classes), input_shape)
+    dense = counted.as_metrics() | {"cost_source": "fvcore"}
     if pruning_choice(space, genome) is None:
         return dense
     return {"dense_macs": dense["macs"], "dense_flops": dense["flops"], "dense_params": dense["params"],

@@ -92,6 +92,10 @@ def _share_out(a: int, b: int, rng: np.random.Generator, attempts: int = 100) ->
 
 @runtime_checkable
 class SearchSpace(Protocol):
+    """What every space has. A space may also list a genome's units without building its network,
+    `op_inventory(genome, input_shape, num_classes) -> Inventory | None` (search_spaces.units), so
+    that its costs are summed from cached counts of each unit instead of counted on the network."""
+
     name: str
 
     def codec(self) -> GenomeCodec: ...

@@ -14,6 +14,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .base import Genome, GenomeCodec
+from .units import Inventory, Shape
 
 
 class BackboneOptions(BaseModel):
@@ -37,5 +38,13 @@ class BackboneSpace:
     def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         return build_backbone(self.name, input_shape, num_classes)
 
+    def op_inventory(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Inventory:
+        """One unit, the whole network: it has no genes, so it is counted once per input shape and classes."""
+        return {(_backbone_unit, self.name, tuple(input_shape), num_classes): 1}
+
     def describe(self, genome: Genome) -> dict[str, Any]:
         return {"space": self.name, "backbone": self.name}
+
+
+def _backbone_unit(name: str, input_shape: tuple[int, int, int], num_classes: int) -> tuple[nn.Module, tuple[Shape]]:
+    return build_backbone(name, input_shape, num_classes), (input_shape,)

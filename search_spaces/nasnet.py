@@ -9,6 +9,7 @@ reads plus the states forced in by `extra_concat`, a bitmask over states 0 .. B.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -19,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from .base import Genome, GenomeCodec, mask_to_set, set_to_mask
-from .ops import FactorizedReduce, ReLUConvBN, SepConv, avg_pool, make_stem, max_pool
+from .ops import FactorizedReduce, ReLUConvBN, SepConv, avg_pool, half_size, make_stem, max_pool, stem_output_size
+from .units import Inventory, Shape, UnitKey, add_unit, cat_unit, stem_unit
+
+Unit = tuple[nn.Module, tuple[Shape, ...]]
 
 OPS = ("sep_conv_3x3", "sep_conv_5x5", "sep_conv_7x7", "avg_pool_3x3", "max_pool_3x3", "identity")
 _SHORT = {"sep3": 0, "sep5": 1, "sep7": 2, "avg": 3, "max": 4, "id": 5}
@@ -134,23 +138,41 @@ def _make_op(index: int, channels: int, stride: int) -> nn.Module:
     return nn.Identity() if stride == 1 else FactorizedReduce(channels, channels)
 
 
+def _make_pre0(c_in: int, channels: int, reduction_prev: bool) -> nn.Module:
+    return FactorizedReduce(c_in, channels) if reduction_prev else ReLUConvBN(c_in, channels, 1)
+
+
+def _make_pre1(c_in: int, channels: int) -> nn.Module:
+    return ReLUConvBN(c_in, channels, 1)
+
+
+def _make_resize(channels: int) -> nn.Module:
+    return FactorizedReduce(channels, channels)
+
+
+def _make_head(channels: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+def _stride(reduction: bool, state: int) -> int:
+    return 2 if reduction and state < 2 else 1
+
+
 class CellModule(nn.Module):
     def __init__(self, cell: Cell, c_prev_prev: int, c_prev: int, channels: int, reduction: bool,
                  reduction_prev: bool) -> None:
         super().__init__()
         self.cell = cell
-        self.pre0 = FactorizedReduce(c_prev_prev, channels) if reduction_prev else ReLUConvBN(c_prev_prev, channels, 1)
-        self.pre1 = ReLUConvBN(c_prev, channels, 1)
+        self.pre0 = _make_pre0(c_prev_prev, channels, reduction_prev)
+        self.pre1 = _make_pre1(c_prev, channels)
         ops = []
         for in0, op0, in1, op1 in cell.blocks:
             for state, op in ((in0, op0), (in1, op1)):
-                ops.append(_make_op(op, channels, 2 if reduction and state < 2 else 1))
+                ops.append(_make_op(op, channels, _stride(reduction, state)))
         self.ops = nn.ModuleList(ops)
         self.concat = cell.concat()
         # Cell inputs that a reduction cell outputs directly must be brought down to its size.
-        self.resize = nn.ModuleDict(
-            {str(s): FactorizedReduce(channels, channels) for s in self.concat if reduction and s < 2}
-        )
+        self.resize = nn.ModuleDict({str(s): _make_resize(channels) for s in self.concat if reduction and s < 2})
         self.out_channels = channels * len(self.concat)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
@@ -161,38 +183,129 @@ class CellModule(nn.Module):
         return torch.cat(outs, dim=1)
 
 
-class NASNetwork(nn.Module):
+@dataclass(frozen=True)
+class CellPlan:
+    """One cell of a network: what its CellModule is built from, and the (H, W) of its inputs."""
+
+    cell: Cell
+    c_prev_prev: int
+    c_prev: int
+    channels: int
+    reduction: bool
+    reduction_prev: bool
+    size_prev_prev: tuple[int, int]  # of s0, the output of cell k-2 (twice size_prev after a reduction)
+    size_prev: tuple[int, int]  # of s1, and of every state before the cell's stride-2 ops
+    concat: tuple[int, ...]
+
+    @property
+    def out_channels(self) -> int:
+        return self.channels * len(self.concat)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return half_size(self.size_prev) if self.reduction else self.size_prev
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """The stem's channels, every cell in order, and what reaches the head: the network's shape,
+    which both the network and its op inventory are made from."""
+
+    stem_channels: int
+    cells: tuple[CellPlan, ...]
+    head_channels: int
+    head_size: tuple[int, int]
+
+
+def network_plan(normal: Cell, reduction: Cell, options: NASNetOptions,
+                 input_shape: tuple[int, int, int]) -> NetworkPlan:
     """Stem, then 3 stages of N normal cells with a reduction cell between stages."""
+    _, height, width = input_shape
+    channels = options.filters
+    stem_channels = options.stem_multiplier * channels
+    size = stem_output_size(height, width)
+    c_pp, c_p, size_pp, size_p = stem_channels, stem_channels, size, size
+    cells: list[CellPlan] = []
+    reduction_prev = False
+    concats = {False: tuple(normal.concat()), True: tuple(reduction.concat())}
+    for stage in range(3):
+        kinds = [False] * options.cells_per_stage
+        if stage > 0:
+            channels *= 2
+            kinds.insert(0, True)
+        for is_reduction in kinds:
+            cell = reduction if is_reduction else normal
+            plan = CellPlan(cell, c_pp, c_p, channels, is_reduction, reduction_prev, size_pp, size_p,
+                            concats[is_reduction])
+            cells.append(plan)
+            c_pp, c_p, size_pp, size_p, reduction_prev = c_p, plan.out_channels, size_p, plan.size, is_reduction
+    return NetworkPlan(stem_channels, tuple(cells), c_p, size_p)
+
+
+class NASNetwork(nn.Module):
+    """Stem, then 3 stages of N normal cells with a reduction cell between stages (`network_plan`)."""
 
     def __init__(self, genome: Genome, options: NASNetOptions, input_shape: tuple[int, int, int],
                  num_classes: int) -> None:
         super().__init__()
-        normal, reduction = split(genome, options.blocks)
+        plan = network_plan(*split(genome, options.blocks), options, input_shape)
         in_channels, height, width = input_shape
-        channels = options.filters
-        stem_channels = options.stem_multiplier * channels
-        self.stem = make_stem(in_channels, stem_channels, max(height, width))
-        c_pp, c_p = stem_channels, stem_channels
-        cells: list[CellModule] = []
-        reduction_prev = False
-        for stage in range(3):
-            if stage > 0:
-                channels *= 2
-                cell = CellModule(reduction, c_pp, c_p, channels, True, reduction_prev)
-                cells.append(cell)
-                c_pp, c_p, reduction_prev = c_p, cell.out_channels, True
-            for _ in range(options.cells_per_stage):
-                cell = CellModule(normal, c_pp, c_p, channels, False, reduction_prev)
-                cells.append(cell)
-                c_pp, c_p, reduction_prev = c_p, cell.out_channels, False
-        self.cells = nn.ModuleList(cells)
-        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_p, num_classes))
+        self.stem = make_stem(in_channels, plan.stem_channels, max(height, width))
+        self.cells = nn.ModuleList(
+            [CellModule(p.cell, p.c_prev_prev, p.c_prev, p.channels, p.reduction, p.reduction_prev) for p in plan.cells]
+        )
+        self.head = _make_head(plan.head_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1)
         return self.head(s1)
+
+
+# Unit builders (search_spaces.units): each builds one of the network's modules alone, with the
+# function the network's builder calls, and gives the shapes of its inputs.
+def _pre0_unit(c_in: int, channels: int, reduction_prev: bool, height: int, width: int) -> Unit:
+    return _make_pre0(c_in, channels, reduction_prev), ((c_in, height, width),)
+
+
+def _pre1_unit(c_in: int, channels: int, height: int, width: int) -> Unit:
+    return _make_pre1(c_in, channels), ((c_in, height, width),)
+
+
+def _op_unit(index: int, channels: int, stride: int, height: int, width: int) -> Unit:
+    return _make_op(index, channels, stride), ((channels, height, width),)
+
+
+def _resize_unit(channels: int, height: int, width: int) -> Unit:
+    return _make_resize(channels), ((channels, height, width),)
+
+
+def _head_unit(channels: int, height: int, width: int, num_classes: int) -> Unit:
+    return _make_head(channels, num_classes), ((channels, height, width),)
+
+
+def _cell_units(p: CellPlan) -> list[UnitKey]:
+    """What CellModule.forward runs, in its order: pre0, pre1, each block's two ops and their sum,
+    the resized inputs a reduction cell outputs, the concatenation."""
+    channels = p.channels
+    h, w = p.size_prev
+    out_h, out_w = p.size
+    keys: list[UnitKey] = [
+        (_pre0_unit, p.c_prev_prev, channels, p.reduction_prev, *p.size_prev_prev),
+        (_pre1_unit, p.c_prev, channels, h, w),
+    ]
+    add = (add_unit, channels, out_h, out_w)
+    for in0, op0, in1, op1 in p.cell.blocks:
+        for state, op in ((in0, op0), (in1, op1)):
+            stride = _stride(p.reduction, state)
+            keys.append((_op_unit, op, channels, stride, h, w) if stride == 2 else
+                        (_op_unit, op, channels, 1, out_h, out_w))
+        keys.append(add)
+    if p.reduction:
+        keys += [(_resize_unit, channels, h, w) for s in p.concat if s < 2]
+    keys.append((cat_unit, len(p.concat), channels, out_h, out_w))
+    return keys
 
 
 class NASNetSpace:
@@ -228,6 +341,16 @@ class NASNetSpace:
 
     def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         return NASNetwork(genome, self.options, input_shape, num_classes)
+
+    def op_inventory(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Inventory:
+        """The units the genome's network runs, without building it (search_spaces.units)."""
+        plan = network_plan(*split(genome, self.options.blocks), self.options, input_shape)
+        in_channels, height, width = input_shape
+        keys: list[UnitKey] = [(stem_unit, in_channels, plan.stem_channels, height, width)]
+        for cell in plan.cells:
+            keys += _cell_units(cell)
+        keys.append((_head_unit, plan.head_channels, *plan.head_size, num_classes))
+        return Counter(keys)
 
     def describe(self, genome: Genome) -> dict[str, Any]:
         normal, reduction = split(genome, self.options.blocks)

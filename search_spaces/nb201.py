@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from .base import Genome, GenomeCodec, uniform_sample
-from .ops import ReLUConvBN, Zero, avg_pool, make_stem
+from .ops import ReLUConvBN, Zero, avg_pool, half_size, make_stem, stem_output_size
+from .units import Inventory, Shape, UnitKey, add_unit, stem_unit, zero_unit
+
+Unit = tuple[nn.Module, tuple[Shape, ...]]
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), the benchmark's order
@@ -214,24 +218,81 @@ class ResidualReduce(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.shortcut(x)
 
 
+def _make_head(channels: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(channels, num_classes))
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage: a ResidualReduce from `reduce_from` channels first (None in the first stage), then
+    N cells of `channels` at `size` (H, W); `size_in` is the size that reaches the stage."""
+
+    reduce_from: int | None
+    channels: int
+    size_in: tuple[int, int]
+    size: tuple[int, int]
+
+
+def network_plan(options: NB201Options, input_shape: tuple[int, int, int]) -> tuple[StagePlan, ...]:
+    """Stem, then 3 stages of N cells, with channels doubled and the size halved between stages."""
+    channels = options.channels
+    size = stem_output_size(*input_shape[1:])
+    stages = [StagePlan(None, channels, size, size)]
+    for _ in range(2):
+        stages.append(StagePlan(channels, channels * 2, size, half_size(size)))
+        channels, size = channels * 2, half_size(size)
+    return tuple(stages)
+
+
 class NB201Network(nn.Module):
     def __init__(self, genome: Genome, options: NB201Options, input_shape: tuple[int, int, int],
                  num_classes: int) -> None:
         super().__init__()
-        channels = options.channels
-        self.stem = make_stem(input_shape[0], channels, max(input_shape[1:]))
+        self.stem = make_stem(input_shape[0], options.channels, max(input_shape[1:]))
         layers: list[nn.Module] = []
-        for stage in range(3):
-            if stage > 0:
-                layers.append(ResidualReduce(channels, channels * 2))
-                channels *= 2
-            layers += [NB201Cell(genome, channels) for _ in range(options.cells_per_stage)]
+        stages = network_plan(options, input_shape)
+        for stage in stages:
+            if stage.reduce_from is not None:
+                layers.append(ResidualReduce(stage.reduce_from, stage.channels))
+            layers += [NB201Cell(genome, stage.channels) for _ in range(options.cells_per_stage)]
         self.cells = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.BatchNorm2d(channels), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(channels, num_classes))
+        self.head = _make_head(stages[-1].channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.cells(self.stem(x)))
+
+
+# Unit builders (search_spaces.units): each builds one of the network's modules alone, with the
+# function the network's builder calls, and gives the shapes of its inputs.
+def _edge_unit(op: int, channels: int, height: int, width: int) -> Unit:
+    return _make_op(op, channels), ((channels, height, width),)
+
+
+def _reduce_unit(c_in: int, c_out: int, height: int, width: int) -> Unit:
+    # The whole block: its forward adds the two paths.
+    return ResidualReduce(c_in, c_out), ((c_in, height, width),)
+
+
+def _head_unit(channels: int, height: int, width: int, num_classes: int) -> Unit:
+    return _make_head(channels, num_classes), ((channels, height, width),)
+
+
+def _cell_units(genome: Genome, channels: int, height: int, width: int) -> list[UnitKey]:
+    """What NB201Cell.forward runs, in its order: each live edge's op, a sum for each edge into a
+    node that already holds one, and the zeros of a cell whose output is unreachable."""
+    live = live_edges(genome)
+    keys: list[UnitKey] = []
+    reached: set[int] = set()
+    for e, (to, _) in enumerate(EDGES):
+        if live[e]:
+            keys.append((_edge_unit, genome[e], channels, height, width))
+            if to in reached:
+                keys.append((add_unit, channels, height, width))
+            reached.add(to)
+    if 3 not in reached:
+        keys.append((zero_unit, channels, height, width))
+    return keys
 
 
 class NB201Space:
@@ -273,6 +334,18 @@ class NB201Space:
 
     def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         return NB201Network(genome, self.options, input_shape, num_classes)
+
+    def op_inventory(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Inventory:
+        """The units the genome's network runs, without building it (search_spaces.units)."""
+        genome = tuple(int(g) for g in genome)
+        keys: list[UnitKey] = [(stem_unit, input_shape[0], self.options.channels, *input_shape[1:])]
+        stages = network_plan(self.options, input_shape)
+        for stage in stages:
+            if stage.reduce_from is not None:
+                keys.append((_reduce_unit, stage.reduce_from, stage.channels, *stage.size_in))
+            keys += _cell_units(genome, stage.channels, *stage.size) * self.options.cells_per_stage
+        keys.append((_head_unit, stages[-1].channels, *stages[-1].size, num_classes))
+        return Counter(keys)
 
     def describe(self, genome: Genome) -> dict[str, Any]:
         live = live_edges(genome)

@@ -83,6 +83,20 @@ def stride2_stem_count(input_size: int, target: int = 32) -> int:
     return count
 
 
+def half_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) after any stride-2 op here (3x3 convs and pools with padding 1, 1x1 stride-2 convs,
+    FactorizedReduce, 2x2 ceil-mode pools): ceil(n / 2) on each side."""
+    return (size[0] + 1) // 2, (size[1] + 1) // 2
+
+
+def stem_output_size(height: int, width: int) -> tuple[int, int]:
+    """(H, W) of `make_stem(c_in, c_out, max(height, width))`'s output."""
+    size = (height, width)
+    for _ in range(stride2_stem_count(max(height, width))):
+        size = half_size(size)
+    return size
+
+
 def make_stem(c_in: int, c_out: int, input_size: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = c_in

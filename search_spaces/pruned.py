@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from .base import Genome, GenomeCodec, SearchSpace
+from .units import Inventory
 
 UNPRUNED = "none"
 
@@ -60,6 +61,11 @@ class PrunedSpace:
 
     def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
         return self.base.build(self.split(genome)[0], input_shape, num_classes)
+
+    def op_inventory(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Inventory | None:
+        """The unpruned architecture's units (what `build` builds); None when the base space lists none."""
+        inventory = getattr(self.base, "op_inventory", None)
+        return None if inventory is None else inventory(self.split(genome)[0], input_shape, num_classes)
 
     def describe(self, genome: Genome) -> dict[str, Any]:
         arch, choice = self.split(genome)
