@@ -11,19 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+
+from machine import header
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
-    print(f"# {date.today()}  {platform.machine()}  {os.cpu_count()} cores  python {platform.python_version()}")
+    print(header())
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             db = os.path.join(tmp, "bench.db")
@@ -43,7 +43,9 @@ def main() -> None:
         print(f"run {run + 1}: wall {wall:.1f} s (search loop {stats['wall_seconds']:.1f} s), "
               f"front {len(front)}, best val {best['acc_pct']:.2f} % / test {best['test_acc_pct']:.2f} % "
               f"at {best['flops'] / 1e6:.2f} MFLOPs ({best['macs'] / 1e6:.2f} MMACs), "
-              f"utilisation {stats['utilisation']:.2f} over {stats['workers']} workers -> {'PASS' if ok else 'FAIL'}")
+              f"utilisation {stats['utilisation']:.2f} over {stats['workers']} workers, driver CPU "
+              f"{stats['driver_cpu_seconds']:.1f} s ({stats['driver_cpu_seconds_per_evaluation']:.3f} s per eval.) "
+              f"-> {'PASS' if ok else 'FAIL'}")
 
 
 if __name__ == "__main__":
