@@ -325,7 +325,7 @@ def mask_run(job: dict[str, Any]) -> dict[str, Any]:
             else None}
 
 
-def calibrate(args: argparse.Namespace, sizes: Sizes, steps_per_epoch: int) -> dict[tuple[str, str], float]:
+def calibrate(args: argparse.Namespace, sizes: Sizes) -> dict[tuple[str, str], float]:
     """Seconds per training step of each (network, method), one process, after a warm-up."""
     timing = {}
     for network in ("conv2", "conv4"):
@@ -354,7 +354,7 @@ def mask_learning(args: argparse.Namespace, sizes: Sizes, deadline: float) -> di
     steps = sizes.mask_steps or args.mask_steps
     most_seeds = sizes.mask_seeds or args.seeds
     epochs = max(1, math.ceil(steps / steps_per_epoch))
-    timing = calibrate(args, sizes, steps_per_epoch)
+    timing = calibrate(args, sizes)
     configs = [(n, m, aug) for n in ("conv2", "conv4") for m in MASK_METHODS for aug in (True, False)]
     procs = args.mask_procs or max(1, min(len(configs) * most_seeds, (os.cpu_count() or 2) - 2))
     left = deadline - time.perf_counter() - 15  # the pool's start and the last results
