@@ -213,10 +213,15 @@ def gpu_flag(args: argparse.Namespace) -> str:
     return f"{1 / args.workers:g}" if torch.cuda.is_available() else "0"
 
 
+def digits_flags(sizes: Sizes) -> list[str]:
+    """The digits search's spec, shared by the GPU run, its CPU counterpart and the determinism rerun."""
+    return ["--objectives", "acc,flops", "--evaluations", str(sizes.digits_evaluations),
+            "--population", str(sizes.digits_population), *sizes.digits_extra]
+
+
 def digits_searches(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> tuple[dict[str, Any], SearchResult]:
     start = time.perf_counter()
-    common = ["--objectives", "acc,flops", "--evaluations", str(sizes.digits_evaluations),
-              "--population", str(sizes.digits_population), *sizes.digits_extra]
+    common = digits_flags(sizes)
     gpu = cli_search(args, workdir, "digits_gpu", [*common, "--gpus-per-eval", gpu_flag(args)])
     cpu = cli_search(args, workdir, "digits_cpu", [*common, "--gpus-per-eval", "0"])
     g, c = search_figures(gpu), search_figures(cpu)
@@ -228,9 +233,7 @@ def digits_searches(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> tu
 
 def determinism(args: argparse.Namespace, sizes: Sizes, workdir: Path, first: SearchResult) -> dict[str, Any]:
     start = time.perf_counter()
-    flags = ["--objectives", "acc,flops", "--evaluations", str(sizes.digits_evaluations),
-             "--population", str(sizes.digits_population), *sizes.digits_extra, "--gpus-per-eval", gpu_flag(args)]
-    again = cli_search(args, workdir, "digits_gpu_again", flags)
+    again = cli_search(args, workdir, "digits_gpu_again", [*digits_flags(sizes), "--gpus-per-eval", gpu_flag(args)])
 
     def table(found: SearchResult) -> list[tuple[Any, ...]]:
         return [(c.key, c.status, json.dumps(c.objectives, sort_keys=True)) for c in found.candidates]
@@ -305,7 +308,6 @@ def mask_run(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False
         torch.cuda.reset_peak_memory_stats()
     ds = data.load(job["data"])
     options, budget = MASK_METHODS[job["method"]]

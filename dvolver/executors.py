@@ -87,6 +87,16 @@ class _Call:
         self.fn, self.args = fn, args
 
 
+class _Task:
+    """One evaluation sent to workers: its current attempt (a Ray ObjectRef or a pool's Future), and why
+    each earlier attempt's worker was lost."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
+        self.attempt: Any = None
+        self.lost: list[str] = []
+
+
 class InlineExecutor:
     """Runs each evaluation in this process, in submission order: for debugging and tests."""
 
@@ -131,13 +141,6 @@ def _call_in_worker(fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
     return timed_call(fn, *resolved)
 
 
-class _PoolTask:
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn, self.args = fn, args
-        self.future: cf.Future[Outcome] | None = None
-        self.lost: list[str] = []
-
-
 class ProcessExecutor:
     """Evaluations in `workers` local worker processes, without Ray.
 
@@ -170,22 +173,22 @@ class ProcessExecutor:
         return ref
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        task = _PoolTask(fn, args)
+        task = _Task(fn, args)
         self._send(task)
         return task
 
-    def _send(self, task: _PoolTask) -> None:
-        task.future = self._pool_now().submit(_call_in_worker, task.fn, task.args)
+    def _send(self, task: _Task) -> None:
+        task.attempt = self._pool_now().submit(_call_in_worker, task.fn, task.args)
 
     def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
                      ) -> Iterator[tuple[Any, Outcome]]:
         """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
-        tasks = {task.future: task for task in handles}
+        tasks = {task.attempt: task for task in handles}
         while tasks:
             if tick:
                 tick()
             done, _ = cf.wait(list(tasks), timeout=1.0 if tick else None, return_when=cf.FIRST_COMPLETED)
-            broken: list[_PoolTask] = []
+            broken: list[_Task] = []
             for future in done:
                 task = tasks.pop(future)
                 try:
@@ -206,15 +209,14 @@ class ProcessExecutor:
                     log.warning("an evaluation's worker process died (%s); running it again (attempt %d of %d)",
                                 task.lost[-1], len(task.lost) + 1, self.max_retries + 1)
                     self._send(task)
-                    assert task.future is not None
-                    tasks[task.future] = task
+                    tasks[task.attempt] = task
                 else:
                     yield task, lost_for_good(task.lost)
 
     def cancel(self, handles: Iterable[Any]) -> None:
         for task in handles:
-            if task.future is not None:
-                task.future.cancel()
+            if task.attempt is not None:
+                task.attempt.cancel()
 
     def _stop_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -246,15 +248,6 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as exc:
         raise ConnectionError(f"nothing answers at {hostport} ({exc}); is `ray start --head` running there?") from None
-
-
-class _RayTask:
-    """One evaluation on Ray: its current attempt's ObjectRef, and what became of earlier attempts."""
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.fn, self.args = fn, args
-        self.ref: Any = None
-        self.lost: list[str] = []
 
 
 class RayExecutor:
@@ -307,14 +300,14 @@ class RayExecutor:
         return self._ray.put(value)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        task = _RayTask(fn, args)
-        task.ref = self._remote.remote(fn, *args)
+        task = _Task(fn, args)
+        task.attempt = self._remote.remote(fn, *args)
         return task
 
     def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
                      ) -> Iterator[tuple[Any, Outcome]]:
         """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
-        tasks = {task.ref: task for task in handles}
+        tasks = {task.attempt: task for task in handles}
         while tasks:
             if tick:
                 tick()
@@ -332,8 +325,8 @@ class RayExecutor:
                     if len(task.lost) <= self.max_retries:
                         log.warning("an evaluation's worker was lost (%s); running it again (attempt %d of %d)",
                                     reason, len(task.lost) + 1, self.max_retries + 1)
-                        task.ref = self._remote.remote(task.fn, *task.args)
-                        tasks[task.ref] = task
+                        task.attempt = self._remote.remote(task.fn, *task.args)
+                        tasks[task.attempt] = task
                         continue
                     yield task, lost_for_good(task.lost)
                     continue
@@ -342,7 +335,7 @@ class RayExecutor:
     def cancel(self, handles: Iterable[Any]) -> None:
         for task in handles:
             with contextlib.suppress(Exception):  # already finished or gone: nothing left to cancel
-                self._ray.cancel(task.ref, force=True)
+                self._ray.cancel(task.attempt, force=True)
 
     @property
     def owns_ray(self) -> bool:

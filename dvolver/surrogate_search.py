@@ -15,8 +15,8 @@ In NAS an evaluation is a training run, while FLOPs and params are known from th
 The constants below were chosen on random tables of the NAS-Bench-201 shape (bench/synthetic_tables.py,
 16 problems of two and three objectives, 3 seeds), never on the real table, which is scored held out:
 optimism 1.5 beat 0.5, 1 and 2.5; pools of 4, 8 or 16 candidates per evaluation asked scored alike,
-so the cheapest is kept (each asked a cost count, then ~0.1-0.2 s for a NASNet; summed from cached
-unit counts, dvolver.unit_costs, it is now a fraction of a millisecond).
+so the cheapest is kept: every pool member needs its costs counted (~0.1-0.2 s for a NASNet when that
+meant tracing it; summed from cached unit counts, dvolver.unit_costs, a fraction of a millisecond now).
 
 Works for any number of objectives, constraints (G > 0 infeasible; cheap ones are checked before a
 candidate is asked) and failed evaluations (never used to fit the model). Every random choice
