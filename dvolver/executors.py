@@ -250,6 +250,22 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise ConnectionError(f"nothing answers at {hostport} ({exc}); is `ray start --head` running there?") from None
 
 
+def _join(ray: Any, address: str, options: dict[str, Any], attempts: int = 3) -> None:
+    """Ray Client's head starts one server process per driver; under load that start can fail once and
+    work on the next try, so a ray:// join is tried `attempts` times before the error is the user's."""
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **options)
+            return
+        except ConnectionAbortedError as exc:
+            ray.shutdown()
+            if not address.startswith("ray://") or attempt == attempts:
+                raise ConnectionError(f"the Ray head at {address} refused this driver {attempt} time(s): {exc}\n"
+                                      "its ray_client_server_*.err logs (in the head's session logs folder, "
+                                      "by default /tmp/ray/session_latest/logs) say why") from None
+            time.sleep(2.0 * attempt)
+
+
 class RayExecutor:
     """Ray tasks, one per evaluation, each asking for `cpus` CPUs and `gpus` GPUs.
 
@@ -274,7 +290,7 @@ class RayExecutor:
             common: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "logging_level": logging.WARNING}
             if address:
-                ray.init(address=address, **common)
+                _join(ray, address, common)
             else:
                 # "local": a new Ray of our own, even where `ray start` left a cluster running on this
                 # machine, which ray.init() would otherwise join (and refuse num_cpus for).

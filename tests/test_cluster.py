@@ -96,6 +96,13 @@ def _wait_for_cpus(address: str, cpus: int, folder: Path) -> None:
         raise RuntimeError(f"the nodes did not join: {done.stdout}{done.stderr}\n{logs}")
 
 
+def _client_server_logs() -> str:
+    """Why a Ray Client server the head started for a driver failed, if one did: the head writes it
+    only to its session's logs."""
+    logs = sorted(Path("/tmp/ray").glob("session_*/logs/ray_client_server_*.err"), key=lambda p: p.stat().st_mtime)
+    return "".join(f"\n--- {log}:\n{log.read_text()[-2000:]}" for log in logs[-2:])
+
+
 @pytest.mark.parametrize("how", ["address", "client"], ids=["head-address", "ray-client"])
 def test_a_search_through_ray_address_runs_on_more_than_one_node(cluster, tmp_path, how):
     """A HOST:PORT address joins from a machine that is a node; ray:// (Ray Client) from anywhere."""
@@ -105,7 +112,7 @@ def test_a_search_through_ray_address_runs_on_more_than_one_node(cluster, tmp_pa
     done = subprocess.run([sys.executable, "-m", "dvolver", "search", "--spec", str(spec), "--db", str(db),
                            "--ray-address", cluster[how], "--plot", str(tmp_path / "front.png")],
                           capture_output=True, text=True, timeout=600, env=os.environ | TOKEN_ENV)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:] + _client_server_logs()
     assert "6 evaluations (6 run now" in done.stderr
 
     from dvolver.store import Store
