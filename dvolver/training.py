@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .cpu_forms import use_cpu_forms
 from .data import Dataset
 from .kernel_guards import run_unsafe_convs_in_nchw
 
@@ -80,11 +81,14 @@ def autocast_dtype(cfg: TrainingSpec, device: torch.device) -> torch.dtype | Non
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def place(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+def place(model: nn.Module, device: torch.device, channels_last: bool, cpu_forms: bool = True) -> nn.Module:
     """Moves ``model`` to ``device``, in channels-last layout if asked; returns it.
 
-    On the CPU, the convolutions a oneDNN bug makes unsafe in channels-last stay NCHW (kernel_guards)."""
+    On the CPU, small convolutions take their cheaper exact forms (cpu_forms) unless ``cpu_forms`` is
+    False, and the convolutions a oneDNN bug makes unsafe in channels-last stay NCHW (kernel_guards)."""
     model.to(device)
+    if device.type == "cpu" and cpu_forms:
+        use_cpu_forms(model, channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)
         if device.type == "cpu":

@@ -1,0 +1,104 @@
+"""The cheaper CPU forms of small convolutions compute the same function as the convolutions they
+replace: outputs and every gradient, checked against float64 convolutions in NCHW."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dvolver.cpu_forms import CroppedSamePadding, PointwiseAsMatmul, use_cpu_forms
+from dvolver.data import load
+from dvolver.spec import SearchSpec
+from dvolver.training import place
+
+
+def _reference(conv: nn.Conv2d, x: torch.Tensor, weight_grad_of: torch.Tensor):
+    """Output and gradients (input, weight, bias) of the plain convolution, in float64 and NCHW."""
+    xd = x.detach().double().contiguous().requires_grad_()
+    wd = conv.weight.detach().double().contiguous().requires_grad_()
+    bd = None if conv.bias is None else conv.bias.detach().double().requires_grad_()
+    y = F.conv2d(xd, wd, bd, conv.stride, conv.padding, conv.dilation, conv.groups)
+    (y * weight_grad_of.double()).sum().backward()
+    return y.detach(), xd.grad, wd.grad, None if bd is None else bd.grad
+
+
+def _check(conv: nn.Conv2d, form: type[nn.Conv2d], x: torch.Tensor, channels_last: bool) -> None:
+    assert use_cpu_forms(conv, channels_last) == 1 and type(conv) is form
+    if channels_last:
+        conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.detach().requires_grad_()
+    y = conv(x)
+    probe = torch.linspace(-1, 1, y.numel()).view(y.shape)  # every output weighted differently
+    (y * probe).sum().backward()
+    ref = _reference(conv, x, probe)
+    got = (y.detach(), x.grad, conv.weight.grad, None if conv.bias is None else conv.bias.grad)
+    for name, a, b in zip(("output", "input grad", "weight grad", "bias grad"), got, ref):
+        if b is None:
+            continue
+        assert a.shape == b.shape, name
+        scale = float(b.abs().max()) + 1e-12
+        assert float((a.double() - b).abs().max()) <= 1e-5 * scale, name
+
+
+@pytest.mark.parametrize("cin,cout,size,stride,bias", [
+    (4, 8, 8, 1, False), (8, 8, 8, 2, False), (16, 16, 4, 1, True), (32, 16, 2, 2, False), (3, 5, 7, 2, True),
+    (8, 4, 1, 1, False), (32, 8, 40, 2, False)])  # the last is large enough to keep the convolution
+def test_a_pointwise_convolution_as_a_matrix_product_is_the_same_function(cin, cout, size, stride, bias):
+    torch.manual_seed(cin * 100 + size)
+    conv = nn.Conv2d(cin, cout, 1, stride=stride, bias=bias)
+    _check(conv, PointwiseAsMatmul, torch.randn(6, cin, size, size), channels_last=True)
+
+
+@pytest.mark.parametrize("channels,kernel,size,stride,dilation,depthwise", [
+    (8, 7, 2, 1, 1, True), (32, 5, 2, 1, 1, True), (16, 7, 4, 1, 1, True), (8, 3, 1, 1, 1, True),
+    (8, 7, 3, 2, 1, True), (8, 5, 4, 2, 1, True), (8, 3, 2, 1, 2, True), (8, 5, 4, 1, 2, True),
+    (4, 3, 1, 1, 1, False), (4, 5, 2, 2, 1, False), (8, 7, 8, 1, 1, True)])
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels-last", "NCHW"])
+def test_a_same_padded_kernel_cropped_to_the_reachable_taps_is_the_same_function(
+        channels, kernel, size, stride, dilation, depthwise, channels_last):
+    torch.manual_seed(channels * 10 + kernel + size)
+    conv = nn.Conv2d(channels, channels, kernel, stride=stride, padding=dilation * (kernel // 2),
+                     dilation=dilation, groups=channels if depthwise else 1, bias=False)
+    _check(conv, CroppedSamePadding, torch.randn(5, channels, size, size), channels_last)
+
+
+def test_layers_without_an_exact_cheaper_form_are_left_as_they_are():
+    layers = nn.Sequential(nn.Conv2d(4, 4, 3, padding=0), nn.Conv2d(4, 4, 2, padding=1),
+                           nn.Conv2d(4, 4, 1, padding=1), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+                           nn.Conv2d(4, 4, 1, groups=2))
+    assert use_cpu_forms(layers, channels_last=True) == 0
+    assert all(type(m) is nn.Conv2d for m in layers)
+    assert use_cpu_forms(nn.Conv2d(4, 4, 1), channels_last=False) == 0  # a matmul over NCHW would copy
+
+
+def test_the_default_network_trains_the_same_with_and_without_the_cpu_forms():
+    """One SGD step of the default search's network from the same initial weights: the same loss, the
+    same gradients and the same updated weights, and the trained weights load into the plain network."""
+    spec = SearchSpec()
+    data = load(spec.dataset)
+    space = spec.search_space()
+    genome = space.sample(np.random.default_rng(0))
+    x, y = data.x_train[:64].contiguous(memory_format=torch.channels_last), data.y_train[:64]
+    results = []
+    for forms in (False, True):
+        torch.manual_seed(0)
+        model = place(space.build(genome, data.input_shape, data.num_classes), torch.device("cpu"), True, forms)
+        swapped = sum(type(m) in (PointwiseAsMatmul, CroppedSamePadding) for m in model.modules())
+        assert (swapped > 20) if forms else swapped == 0
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        results.append((loss.item(), grads, model.state_dict()))
+    (loss_plain, grads_plain, state_plain), (loss_fast, grads_fast, state_fast) = results
+    assert loss_fast == pytest.approx(loss_plain, rel=1e-5)
+    assert grads_fast.keys() == grads_plain.keys() and state_fast.keys() == state_plain.keys()
+    for name, g in grads_plain.items():
+        assert float((grads_fast[name] - g).abs().max()) <= 1e-4 * (float(g.abs().max()) + 1e-8), name
+    plain = space.build(genome, data.input_shape, data.num_classes)
+    plain.load_state_dict(state_fast)
+    assert all(type(m) is not PointwiseAsMatmul for m in plain.modules())
