@@ -4,7 +4,8 @@ on candidates of mixed cost, and the speed-up from 1 to 2 workers on the same se
     python bench/throughput.py [--evaluations 24] [--population 8] [--batch 4] [--epochs 2] [--skip-search]
 
 - overhead: an evaluation that does nothing, submitted and collected through the executor, one at a
-  time (round trip) and 200 at once (throughput), on a local Ray with 2 workers and inline;
+  time (round trip) and 200 at once (throughput): inline, 2 local worker processes, a local Ray with
+  2 workers;
 - utilisation: busy seconds / (wall seconds x workers) over the evaluation phase of a digits NASNet
   search (candidates of mixed cost: their MACs differ several-fold), from the engine's own stats;
 - speed-up: the same spec and seed on 1 and on 2 workers (the fronts are checked equal);
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
-from datetime import date
+
+from machine import header
 
 from dvolver import run_search
-from dvolver.executors import InlineExecutor, RayExecutor
+from dvolver.executors import InlineExecutor, ProcessExecutor, RayExecutor
 
 
 def _nothing() -> None:
@@ -60,10 +61,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args()
-    print(f"# {date.today()}  {platform.machine()}  {os.cpu_count()} cores  python {platform.python_version()}")
+    print(header())
     print("| executor | round trip, ms | per evaluation at 200 in flight, ms |")
     print("|---|---|---|")
     overhead(InlineExecutor(), "inline")
+    processes = ProcessExecutor(workers=2)
+    overhead(processes, "local processes, 2 workers")
+    processes.shutdown()
     ray = RayExecutor(workers=2)
     overhead(ray, "Ray, local, 2 workers")
     ray.shutdown()

@@ -115,7 +115,7 @@ def search(
     population: int = typer.Option(None, help="population size / candidates per generation [12]"),
     batch: int = typer.Option(None, help="surrogate: candidates trained at a time after the first population; "
                               "a multiple of --workers keeps them busy [population // 4]"),
-    evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [60]"),
+    evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [40]"),
     time_limit: float = typer.Option(None, help="seconds: once past, ask no new candidate, finish those in flight, "
                                      "and record that the limit was hit (the front then depends on the machine)"),
     epochs: int = typer.Option(None, help="proxy training epochs per candidate [5]"),

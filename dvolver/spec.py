@@ -142,7 +142,7 @@ class SearchSpec(BaseModel):
     batch: int | None = Field(None, ge=1, le=100_000, description=(
         "surrogate search: candidates asked at a time after the first population (the smaller, the more each "
         "evaluation informs the next; a multiple of the workers keeps them all busy); default population // 4"))
-    evaluations: int = Field(60, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
+    evaluations: int = Field(40, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
     overlap: bool | None = Field(None, description=(
         "choose the next batch while the current one trains, from the results up to the batch before, so "
         "workers never wait for the choice; default: on when candidates train, off for table look-ups"))
