@@ -82,3 +82,15 @@ def use_cpu_forms(model: nn.Module, channels_last: bool) -> int:
             continue
         swapped += 1
     return swapped
+
+
+def restore_plain(model: nn.Module) -> int:
+    """Turns the CPU forms of ``model`` back into nn.Conv2d; returns how many. What is counted,
+    timed for latency or exported afterwards is then the network users deploy: fvcore would count a
+    cropped kernel's MACs, not the layer's."""
+    restored = 0
+    for module in model.modules():
+        if type(module) in (PointwiseAsMatmul, CroppedSamePadding):
+            module.__class__ = nn.Conv2d
+            restored += 1
+    return restored

@@ -17,6 +17,7 @@ import search_spaces
 from search_spaces import UNPRUNED, Genome, PrunedSpace, PruningChoice
 
 from . import costs, data, unit_costs
+from .cpu_forms import restore_plain
 from .pruning import methods
 from .spec import SearchSpec
 from .training import autocast_dtype, train
@@ -106,6 +107,8 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
             pruned = methods.prune(model, dataset, choice.method, choice.budget, spec.pruning.options[choice.method],
                                    spec.training, seed, device)
             model, result = pruned.model, pruned.result
+        restore_plain(model)  # counted and timed as the plain network users deploy, not its CPU forms
+        if choice is not None:
             extra = pruned_costs(model, dataset.input_shape, pruned.structured) | {"pruning": pruned.metrics()}
         metrics: dict[str, Any] = extra | {
             "acc": result.val_acc,

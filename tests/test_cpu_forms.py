@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dvolver.cpu_forms import CroppedSamePadding, PointwiseAsMatmul, use_cpu_forms
+from dvolver.cpu_forms import CroppedSamePadding, PointwiseAsMatmul, restore_plain, use_cpu_forms
 from dvolver.data import load
 from dvolver.spec import SearchSpec
 from dvolver.training import place
@@ -102,3 +102,16 @@ def test_the_default_network_trains_the_same_with_and_without_the_cpu_forms():
     plain = space.build(genome, data.input_shape, data.num_classes)
     plain.load_state_dict(state_fast)
     assert all(type(m) is not PointwiseAsMatmul for m in plain.modules())
+
+
+def test_costs_are_counted_on_the_plain_network_once_the_forms_are_restored():
+    """A cropped kernel runs fewer multiply-adds than the layer it stands for: fvcore counting the forms
+    would report a cheaper network than the one deployed, so evaluation restores the plain layers first."""
+    from dvolver import costs
+
+    model = nn.Sequential(nn.Conv2d(8, 8, 7, padding=3, groups=8, bias=False), nn.Conv2d(8, 16, 1, bias=False))
+    plain = costs.count(model, (8, 2, 2))
+    assert use_cpu_forms(model, channels_last=True) == 2
+    assert costs.count(model, (8, 2, 2)).macs < plain.macs  # what the cropped form really runs
+    assert restore_plain(model) == 2 and all(type(m) is nn.Conv2d for m in model)
+    assert costs.count(model, (8, 2, 2)).macs == plain.macs
