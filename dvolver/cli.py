@@ -449,7 +449,13 @@ def export_command(
         _fail(str(exc))
     path = output or Path(out.filename)
     path.write_bytes(out.data)
-    err.print(f"{format} of candidate {candidate_id} written to {path} ({len(out.data)} bytes)", highlight=False)
+    checked = f"; its outputs match {_CHECKED[out.checked_against]}" if out.checked_against else ""
+    err.print(f"{format} of candidate {candidate_id} written to {path} ({len(out.data)} bytes){checked}",
+              highlight=False)
+
+
+_CHECKED = {"evaluation": "those recorded when it was evaluated",
+            "stored weights": "the network built from its stored weights (no outputs were recorded at evaluation)"}
 
 
 @app.command("list")

@@ -16,7 +16,7 @@ import torch
 import search_spaces
 from search_spaces import UNPRUNED, Genome, PrunedSpace, PruningChoice
 
-from . import costs, data, unit_costs
+from . import costs, data, output_check, unit_costs
 from .cpu_forms import restore_plain
 from .pruning import methods
 from .spec import SearchSpec
@@ -128,6 +128,7 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
         if needs_latency(spec):
             metrics["latency"] = costs.latency_ms(model, dataset.input_shape, spec.training.latency_repeats)
         if spec.training.keep_weights:
+            metrics[output_check.METRIC] = output_check.record(model, dataset.input_shape)
             buffer = io.BytesIO()
             torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, buffer)
             metrics[WEIGHTS] = buffer.getvalue()

@@ -1,8 +1,11 @@
 """A candidate network out as a file: its genotype, its weights, a torch.export program or ONNX.
 
 Every file that holds a model is loaded back the way its user would load it (torch.load,
-torch.export.load, onnxruntime) and must reproduce the eager model's outputs, so a broken export
-fails here rather than on the user's machine.
+torch.export.load, onnxruntime) and must reproduce the outputs the candidate's evaluation recorded
+from the network it trained (`output_check`), so a broken export, or stored weights that are not the
+ones evaluated, fail here rather than on the user's machine. Candidates evaluated before outputs were
+recorded can only be checked against the eager model built from their stored weights; `Exported`
+says which check was made.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from torch import nn
 
 import search_spaces
 
-from . import data
+from . import data, output_check
 from .errors import DvolverError
 from .jsonable import finite
 from .pruning.shrink import shrink
@@ -30,8 +33,7 @@ from .spec import SearchSpec
 from .store import Store
 
 FORMATS = ("genotype", "state_dict", "sparse", "torch_export", "onnx")
-TOLERANCE = 1e-4  # max abs difference in logits between the file and the eager model
-_CHECK_BATCH = 2
+TOLERANCE = 1e-4  # max abs difference in logits between the file and what it is checked against
 _SUFFIXES = {"state_dict": "pt", "sparse": "pt", "torch_export": "pt2", "onnx": "onnx"}
 _METADATA_KEY = "dvolver.json"  # the genotype, embedded in .pt2 and .onnx files so they describe themselves
 
@@ -47,6 +49,9 @@ class Exported:
     data: bytes
     media_type: str
     filename: str
+    # "evaluation": outputs match those recorded when the candidate was evaluated; "stored weights": only
+    # the eager model built from the stored weights was there to compare with; None: no model in the file.
+    checked_against: str | None = None
 
 
 def formats(metrics: Mapping[str, Any], has_weights: bool) -> tuple[str, ...]:
@@ -58,11 +63,13 @@ def formats(metrics: Mapping[str, Any], has_weights: bool) -> tuple[str, ...]:
 
 def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: bytes | None,
            input_shape: tuple[int, int, int] | None, num_classes: int | None, name: str,
-           info: dict | None = None, pruning: Mapping[str, Any] | None = None) -> Exported:
+           info: dict | None = None, pruning: Mapping[str, Any] | None = None,
+           recorded: list[list[float]] | None = None) -> Exported:
     """Export one candidate. `weights` is its trained state_dict as `torch.save` bytes, or None.
 
     `pruning`: the candidate's pruning record (its metrics' "pruning"); filters it removed are removed
-    from the network built here too, so the weights of the narrower network fit it."""
+    from the network built here too, so the weights of the narrower network fit it. `recorded`: the
+    logits its evaluation recorded (`output_check`), which every model format must reproduce."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose among {', '.join(FORMATS)}")
     genome = tuple(int(g) for g in genome)
@@ -91,9 +98,14 @@ def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: byte
         return model.eval()
 
     model = fresh_model()
-    x = torch.randn(_CHECK_BATCH, *input_shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = model(x)
+    x = output_check.check_input(input_shape)
+    if recorded is not None:
+        expected, checked_against = torch.tensor(recorded, dtype=torch.float32), "evaluation"
+    else:
+        with torch.no_grad():
+            expected, checked_against = model(x), "stored weights"
+        log.warning("candidate %s has no outputs recorded at evaluation: its %s export is checked against the "
+                    "network built from its stored weights only", name, fmt)
     if fmt == "state_dict":
         data, run = weights, lambda xb: fresh_model()(xb)
     elif fmt == "sparse":
@@ -103,9 +115,9 @@ def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: byte
     else:
         data, run = _onnx(model, x, genotype)
     with torch.no_grad():
-        _check(fmt, expected, run(x))
-    log.info("exported %s as %s (%d bytes)", name, fmt, len(data))
-    return Exported(data, "application/octet-stream", f"{stem}.{_SUFFIXES[fmt]}")
+        _check(fmt, expected, run(x), checked_against)
+    log.info("exported %s as %s (%d bytes), checked against the %s", name, fmt, len(data), checked_against)
+    return Exported(data, "application/octet-stream", f"{stem}.{_SUFFIXES[fmt]}", checked_against)
 
 
 def load_weights(model: nn.Module, weights: bytes) -> None:
@@ -196,15 +208,16 @@ def _onnx(model: nn.Module, x: torch.Tensor, genotype: bytes) -> tuple[bytes, Ca
     return data, run
 
 
-def _check(fmt: str, expected: torch.Tensor, got: torch.Tensor) -> None:
+def _check(fmt: str, expected: torch.Tensor, got: torch.Tensor, against: str = "stored weights") -> None:
+    what = "the network as evaluated" if against == "evaluation" else "the model"
     if got.shape != expected.shape:
         raise ExportError(f"the {fmt} export gives outputs of shape {tuple(got.shape)}, "
-                          f"the model {tuple(expected.shape)}")
+                          f"{what} {tuple(expected.shape)}")
     # Equal infinities and NaN in both count as agreement; NaN in one only makes `worst` NaN and fails.
     same = (got == expected) | (got.isnan() & expected.isnan())
     worst = torch.where(same, 0.0, (got - expected).abs()).max().item()
     if not worst <= TOLERANCE:
-        raise ExportError(f"the {fmt} export does not reproduce the model: max abs difference in outputs "
+        raise ExportError(f"the {fmt} export does not reproduce {what}: max abs difference in outputs "
                           f"{worst:.3g} > {TOLERANCE:g}")
 
 
@@ -225,7 +238,7 @@ def export_candidate(store: Store, search_id: int, candidate_id: int, fmt: str) 
                       input_shape=tuple(shape) if shape else None, num_classes=classes,
                       name=f"search{search_id}-candidate{candidate_id}",
                       info={"key": found.key, "objectives": found.objectives, "metrics": found.metrics},
-                      pruning=found.metrics.get("pruning"))
+                      pruning=found.metrics.get("pruning"), recorded=found.metrics.get(output_check.METRIC))
     except DvolverError:
         raise
     except Exception as exc:  # a tracer or exporter failing on this network: a user error, not a crash

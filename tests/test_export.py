@@ -10,6 +10,7 @@ from torch import nn
 
 import search_spaces
 from dvolver.errors import DvolverError
+from dvolver import output_check
 from dvolver.export import FORMATS, Exported, ExportError, _check, export, load_weights
 from dvolver.spec import SearchSpec
 from search_spaces.nasnet import NASNET_A, join, parse_cell
@@ -102,10 +103,12 @@ def test_each_model_format_reproduces_the_trained_network(candidates, space, fmt
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnxscript")
     spec, genome, shape, weights = candidates[space]
+    recorded = output_check.record(eager(spec, genome, shape, weights), shape)  # as evaluation records them
     rng_before = torch.random.get_rng_state()
     exported = export(spec, genome, fmt, weights=weights, input_shape=shape, num_classes=10,
-                      name=f"search3-cand17-{space}")
+                      name=f"search3-cand17-{space}", recorded=recorded)
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # the caller's random stream is untouched
+    assert exported.checked_against == "evaluation"
     assert capsys.readouterr().out == ""  # the exporters' progress lines stay off a CLI's stdout
     suffix = {"state_dict": "pt", "torch_export": "pt2", "onnx": "onnx"}[fmt]
     assert exported.filename == f"search3-cand17-{space}.{suffix}"
@@ -197,6 +200,45 @@ def test_an_export_that_disagrees_with_the_model_raises(candidates, monkeypatch)
     monkeypatch.setattr("dvolver.export.TOLERANCE", -1.0)  # any difference, even 0, now counts as too large
     with pytest.raises(ExportError, match="does not reproduce the model: max abs difference"):
         export(spec, genome, "state_dict", weights=weights, input_shape=shape, num_classes=10, name="c")
+
+
+@pytest.mark.parametrize("fmt", ["state_dict", "torch_export"])
+def test_stored_weights_that_are_not_the_evaluated_ones_are_refused(candidates, fmt):
+    """Weights of the right shapes but other values (a file overwritten, a row mixed up) load and agree
+    with themselves: only the outputs recorded at evaluation can tell."""
+    spec, genome, shape, weights = candidates["nb201"]
+    recorded = output_check.record(eager(spec, genome, shape, weights), shape)
+    state = torch.load(io.BytesIO(weights), weights_only=True)
+    state["head.4.bias"] = state["head.4.bias"] + 0.01  # the classifier's bias, slightly off
+    other = io.BytesIO()
+    torch.save(state, other)
+    with pytest.raises(ExportError, match="does not reproduce the network as evaluated: max abs difference in outputs 0.01 "):
+        export(spec, genome, fmt, weights=other.getvalue(), input_shape=shape, num_classes=10, name="c",
+               recorded=recorded)
+
+
+def test_without_recorded_outputs_an_export_says_it_was_checked_against_its_stored_weights(candidates, caplog):
+    spec, genome, shape, weights = candidates["nb201"]
+    exported = export(spec, genome, "state_dict", weights=weights, input_shape=shape, num_classes=10, name="old")
+    assert exported.checked_against == "stored weights"
+    assert "old has no outputs recorded at evaluation" in caplog.text
+    genotype = export(spec, genome, "genotype", weights=None, input_shape=shape, num_classes=10, name="old")
+    assert genotype.checked_against is None
+
+
+def test_a_searched_candidate_exports_checked_against_its_evaluation(tmp_path):
+    from dvolver import run_search
+    from dvolver.export import export_candidate
+    from dvolver.store import Store
+
+    from .conftest import TINY
+
+    db = str(tmp_path / "dvolver.db")
+    result = run_search(TINY | {"evaluations": 2, "population": 2}, db=db, executor="inline")
+    best = result.front[0]
+    assert len(best.metrics[output_check.METRIC]) == output_check.BATCH
+    for fmt in ("state_dict", "torch_export"):
+        assert export_candidate(Store(db), 1, best.id, fmt).checked_against == "evaluation"
 
 
 def test_onnx_without_its_packages_names_the_extra(candidates, monkeypatch):

@@ -124,8 +124,10 @@ def export_file(search_id: SearchId, candidate_id: CandidateId, request: Request
     """The candidate as a file: genotype JSON, or its trained network, checked against the original."""
     search = visible_search(request.app.state.store, search_id, who)
     out = request.app.state.exports.get(search, candidate_id, fmt)
-    return Response(out.data, media_type=out.media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{out.filename}"'})
+    headers = {"Content-Disposition": f'attachment; filename="{out.filename}"'}
+    if out.checked_against:  # what the file's outputs were checked against: "evaluation" or "stored weights"
+        headers["X-Dvolver-Checked-Against"] = out.checked_against
+    return Response(out.data, media_type=out.media_type, headers=headers)
 
 
 @router.get("/searches/{search_id}/points", response_model=PointsOut)
