@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from .cpu_forms import restore_plain
+
 # fvcore's names (by_operator) of the ops that are multiply-accumulates
 MAC_OPS = frozenset({"conv", "linear", "addmm", "bmm", "einsum", "matmul", "mm"})
 
@@ -80,6 +82,7 @@ def _analyse(model: nn.Module, input_shapes: tuple[tuple[int, ...], ...]) -> tup
     was_training = model.training
     model.eval()
     try:
+        forms = restore_plain(model)  # a trained model's CPU forms are counted as the layers they stand for
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
         inputs = tuple(torch.zeros(1, *shape, device=device) for shape in input_shapes)
@@ -90,6 +93,8 @@ def _analyse(model: nn.Module, input_shapes: tuple[tuple[int, ...], ...]) -> tup
         uncounted = dict(analysis.unsupported_ops())
     finally:
         model.train(was_training)
+        for module, form in forms:
+            module.__class__ = form
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return OpCounts(by_op=dict(by_module[""]), uncounted=uncounted, params=params), by_module
 

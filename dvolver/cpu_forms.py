@@ -84,13 +84,13 @@ def use_cpu_forms(model: nn.Module, channels_last: bool) -> int:
     return swapped
 
 
-def restore_plain(model: nn.Module) -> int:
-    """Turns the CPU forms of ``model`` back into nn.Conv2d; returns how many. What is counted,
-    timed for latency or exported afterwards is then the network users deploy: fvcore would count a
-    cropped kernel's MACs, not the layer's."""
-    restored = 0
+def restore_plain(model: nn.Module) -> list[tuple[nn.Module, type[nn.Conv2d]]]:
+    """Turns the CPU forms of ``model`` back into nn.Conv2d; returns each module turned and its form,
+    for a caller that swaps them back. What is counted, timed for latency or exported afterwards is
+    then the network users deploy: fvcore would count a cropped kernel's MACs, not the layer's."""
+    restored = []
     for module in model.modules():
         if type(module) in (PointwiseAsMatmul, CroppedSamePadding):
+            restored.append((module, type(module)))
             module.__class__ = nn.Conv2d
-            restored += 1
     return restored

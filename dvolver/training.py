@@ -161,6 +161,25 @@ def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps:
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   params: list[nn.Parameter], grad_clip: float | None) -> None:
+    """One SGD step from ``loss``: its gradient scaled for float16 (a no-op otherwise), clipped to
+    ``grad_clip`` in global norm."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def check_finite(mean_loss: float, epoch: int) -> None:
+    """Checked once an epoch: a check per step would make the CPU wait for the GPU at every step."""
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch + 1}; lower training.lr")
+
+
 # Up to this many bytes of training images are copied to the GPU once, instead of batch by batch.
 _DEVICE_RESIDENT_BYTES = 2 * 2**30
 
@@ -213,20 +232,12 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
                 loss = F.cross_entropy(model(xb), yb)
             if penalty is not None:
                 loss = loss + penalty()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, params, cfg.grad_clip)
             scheduler.step()
             epoch_loss += loss.detach().double() * len(idx)
             seen += len(idx)
-        # Checked once an epoch: a check per step would make the CPU wait for the GPU at every step.
         loss_sum = epoch_loss.item()
-        if not math.isfinite(loss_sum):
-            raise TrainingDiverged(f"loss became {loss_sum / max(1, seen)} in epoch {epoch + 1}; lower training.lr")
+        check_finite(loss_sum / max(1, seen), epoch)
         ran = epoch + 1
         if keep_best:
             acc = accuracy(model, data.x_val, data.y_val, device, channels_last)

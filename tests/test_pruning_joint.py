@@ -213,6 +213,17 @@ def test_search_and_train_end_to_end_on_resnet20():
     assert acc > 0.5  # chance is 0.25
 
 
+def test_a_diverging_sub_network_fails_the_candidate_instead_of_scoring_nan():
+    """Sub-networks get fit's divergence check: a loss that stops being a number raises, as it does for
+    every other method, rather than feeding NaN rewards to the policy and finishing."""
+    from dvolver.training import TrainingDiverged
+
+    train, val = _data(128, 12), _data(64, 13)
+    cfg = JointConfig(iterations=1, epochs=[1], lrs=[1e30], batch_size=64, finetune_epochs=0, seed=0)
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 1"):
+        search_and_train(_resnet(), train, val, train[0][:1], cfg)
+
+
 @contextmanager
 def _first_conv_training_inputs() -> Iterator[list[torch.Tensor]]:
     """What every network's first conv is given in train mode with gradients on: the training batches, and

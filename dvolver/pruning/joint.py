@@ -57,7 +57,7 @@ from torch import Tensor, nn
 
 from dvolver import costs
 from dvolver.pruning.shrink import coupled_convs, shrink
-from dvolver.training import accuracy, place, training_batch
+from dvolver.training import accuracy, check_finite, optimizer_step, place, training_batch
 
 __all__ = ["JointConfig", "JointResult", "ThresholdPolicy", "alpha_features", "gumbel_perturb", "reinforce_step",
            "sample_keep", "search_and_train", "write_back", "writeback_indices"]
@@ -89,6 +89,7 @@ class JointConfig:
     augment: bool = False  # random crop + flip of each training batch (dvolver.training.crop_flip)
     channels_last: bool = False
     grad_clip: float | None = None  # max global gradient norm per step; None: no clipping
+    amp: torch.dtype | None = None  # autocast dtype of the sub-networks' forward passes; None: float32
 
     def __post_init__(self) -> None:
         self.ratios = tuple(float(r) for r in self.ratios)
@@ -234,22 +235,24 @@ def _batches(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator) 
 
 def _train(model: nn.Module, x: Tensor, y: Tensor, epochs: int, lr: float, cfg: JointConfig,
            generator: torch.Generator) -> float:
-    """SGD for ``epochs`` on ``cfg.device``, moving ``model`` there; the mean training loss over all steps."""
+    """SGD at the constant ``lr`` for ``epochs`` on ``cfg.device``, moving ``model`` there, in ``cfg.amp``
+    precision, with fit's optimiser step and divergence check; the mean training loss over all steps."""
     place(model, cfg.device, cfg.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler(torch.device(cfg.device).type, enabled=cfg.amp is torch.float16)
     model.train()
-    losses: list[float] = []
-    for _ in range(epochs):
+    total, steps = 0.0, 0
+    for epoch in range(epochs):
         for xb, yb in _batches(x, y, cfg.batch_size, generator):
             xb = training_batch(xb, generator, cfg.augment, cfg.device, cfg.channels_last)
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xb), yb.to(cfg.device))
-            loss.backward()
-            if cfg.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            losses.append(loss.item())
-    return sum(losses) / max(len(losses), 1)
+            with torch.autocast(torch.device(cfg.device).type, dtype=cfg.amp, enabled=cfg.amp is not None):
+                loss = F.cross_entropy(model(xb), yb.to(cfg.device))
+            optimizer_step(loss, opt, scaler, params, cfg.grad_clip)
+            total += loss.item()
+            steps += 1
+        check_finite(total / max(steps, 1), epoch)
+    return total / max(steps, 1)
 
 
 def _scaled_modules(model: nn.Module, groups: Sequence[tuple[str, ...]], example_input: Tensor

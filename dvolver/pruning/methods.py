@@ -2,7 +2,8 @@
 
 ``prune(model, dataset, method, budget, options, training, seed, device)`` prepares the network for the
 method, trains it (the masks, the reparametrized weights, or the sub-networks) for ``training.epochs``
-epochs with the spec's batch size and schedule, and returns the final network as plain modules: pruned
+epochs with the spec's batch size and precision, and the spec's schedule except joint pruning, whose
+stages run at the paper's constant learning rates; it returns the final network as plain modules: pruned
 weights exactly zero for the unstructured methods, a physically narrower network for joint pruning.
 
 ``budget`` is the fraction kept, in (0, 1]: of the weights for edge-popup (per layer), reparam and magnitude
@@ -28,6 +29,7 @@ from torch import nn
 from ..data import Dataset
 from ..training import (
     TrainResult,
+    autocast_dtype,
     fit,
     measure,
     recalibrate_batchnorm,
@@ -269,7 +271,9 @@ def magnitude_prune_trained(model: nn.Module, dataset: Dataset, budget: float, o
 
 def _run_joint(model, dataset, budget, opts: JointOptions, training, seed, device, start) -> Pruned:
     # joint.search_and_train has its own training loop (and keeps the target network on the CPU); its
-    # sub-networks train as fit would train them: on ``device``, augmented and laid out as the spec says.
+    # sub-networks train on ``device``, augmented, laid out, clipped and in the precision the spec says,
+    # with fit's divergence check, but at the paper's constant learning rate per coarse-to-fine stage
+    # (training.lr x 1, 0.2, 0.1; fine-tuning at x 0.1), not the spec's schedule.
     iterations, stage_epochs, finetune = joint_schedule(training.epochs, opts)
     channels_last = use_channels_last(training, device)
     cfg = joint.JointConfig(
@@ -278,7 +282,7 @@ def _run_joint(model, dataset, budget, opts: JointOptions, training, seed, devic
         weight_decay=training.weight_decay, batch_size=training.batch_size, size_penalty=opts.size_penalty,
         finetune_epochs=finetune, finetune_lr=training.lr * 0.1, seed=seed, device=device,
         augment=use_augmentation(training, dataset.input_shape), channels_last=channels_last,
-        grad_clip=training.grad_clip)
+        grad_clip=training.grad_clip, amp=autocast_dtype(training, device))
     x_train, y_train = training_split(dataset, training)
     dense_params = sum(p.numel() for p in model.parameters())
     result = joint.search_and_train(model.cpu(), (x_train, y_train), (dataset.x_val, dataset.y_val),
