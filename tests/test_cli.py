@@ -194,7 +194,8 @@ def test_prune_sweeps_budgets_and_prints_the_front_with_sparse_costs_labelled(tm
     assert "conv2 pruned by magnitude on digits" in out.stderr and "3 evaluations" in out.stderr
     assert "costs counted sparse" in out.stdout and "kept %" in out.stdout
     rows = json.loads(dvolver("front", "1", "--format", "json", db=db).stdout)
-    assert {r["pruning"] for r in rows} <= {"none", "magnitude 0.5", "magnitude 0.2"}
+    # The cheapest network is on any accuracy-cost front: the one pruned to 20 %.
+    assert "magnitude 0.2" in {r["pruning"] for r in rows} <= {"none", "magnitude 0.5", "magnitude 0.2"}
     for r in rows:
         assert r["costs"] == ("dense" if r["pruning"] == "none" else "sparse")
         if r["pruning"] != "none":

@@ -122,8 +122,29 @@ def test_surrogate_search_is_reproducible_and_never_asks_a_network_twice():
     assert [len(b) for b in first] == [8] + [2] * 7  # the population, then population // 4 at a time
     keys = [_keyer(space)(g) for batch in first for g in batch]
     assert len(keys) == len(set(keys)) == 22
-    with_failures = run(3, fail_every=3)  # failures are never fitted on, and the search goes on
+    with_failures = run(3, fail_every=3)  # the search goes on past failed evaluations
     assert sum(len(b) for b in with_failures) == 22
+
+
+def test_failed_evaluations_are_never_fitted_on(monkeypatch):
+    """A failure is told as F = 1e18 (the engine's placeholder): fitted on, it would be predicted as a
+    network of accuracy -1e18 and steer the search; the forest sees only the evaluations that worked."""
+    from dvolver import surrogate_search
+
+    fitted = []
+    real = surrogate_search._forest
+
+    def spy(X, y, X_new, seed):
+        fitted.append(y.copy())
+        return real(X, y, X_new, seed)
+
+    monkeypatch.setattr(surrogate_search, "_forest", spy)
+    space = make_space("nb201")
+    asked = _drive(make_algorithm("surrogate", space, _keyer(space), 8, 2, 3, cheap=_cheap_second), 6, fail_every=3)
+    told = sum(len(b) for b in asked[:-1])  # the last ask was fitted on every batch before it
+    failed_before_last = sum(len(b[::3]) for b in asked[:-1])
+    assert fitted and all(np.abs(y).max() < 1e17 for y in fitted)
+    assert len(fitted[-1]) == told - failed_before_last
 
 
 def test_surrogate_batch_after_the_first_population_is_the_specs():
@@ -140,11 +161,20 @@ def test_surrogate_search_improves_without_cheap_objectives_and_with_three():
     def three(g):
         return CheapValues(np.array([np.nan, float(sum(1 for v in g if v == 3)), float(g.count(2))]))
 
+    def score(g):  # the first, trained objective, as accuracy: higher is better
+        return -_toy(g)[0]
+
     algorithm = SurrogateSearch(space, _keyer(space), 10, 3, seed=1, cheap=three)
+    asked = []
     for _ in range(5):
-        genomes = algorithm.ask()
-        algorithm.tell(genomes, np.array([_toy(g) + [g.count(2)] for g in genomes]), np.zeros((len(genomes), 1)))
+        asked.append(algorithm.ask())
+        algorithm.tell(asked[-1], np.array([_toy(g) + [g.count(2)] for g in asked[-1]]),
+                       np.zeros((len(asked[-1]), 1)))
     assert len(algorithm.genomes) == 50
+    later = [score(g) for b in asked[-2:] for g in b]
+    first = [score(g) for g in asked[0]]
+    # Random asks would leave both the best and the mean where the first, random batch put them.
+    assert max(later) > max(first) and np.mean(later) > np.mean(first) + 2
 
 
 def test_surrogate_search_never_asks_what_breaks_a_cheap_constraint(nb201_table, db):

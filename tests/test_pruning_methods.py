@@ -33,16 +33,28 @@ def zeros_per_layer(model: nn.Module) -> dict[str, tuple[int, int]]:
     return {name: (int(torch.count_nonzero(m.weight)), m.weight.numel()) for name, m in prunable_layers(model)}
 
 
-@pytest.mark.parametrize("method", ["reparam", "magnitude"])
-def test_global_budget_methods_keep_exactly_the_budget(digits, method):
+# Reparam reaches its budget through training: at SHORT's 20 steps it still holds 24 % of the weights
+# when cut to 10 %, and the cut network is at chance; 4 epochs of 1000 images bring it to 9.5 %.
+LONGER = TrainingSpec(epochs=4, batch_size=32, train_limit=1000, lr=0.05)
+
+
+@pytest.mark.parametrize("method,training", [("reparam", LONGER), ("magnitude", SHORT)])
+def test_global_budget_methods_keep_exactly_the_budget(digits, method, training):
     budget = 0.1
-    out = methods.prune(backbone("conv2", digits), digits, method, budget, None, SHORT, 0, CPU)
+    out = methods.prune(backbone("conv2", digits), digits, method, budget, None, training, 0, CPU)
     layers = zeros_per_layer(out.model)
     total = sum(n for _, n in layers.values())
     assert sum(k for k, _ in layers.values()) == keep_count(budget, total)
     assert out.kept_fraction == pytest.approx(keep_count(budget, total) / total)
     assert not out.structured and out.method == method
-    assert 0 <= out.result.val_acc <= 100 and out.result.epochs == SHORT.epochs
+    assert out.result.epochs == training.epochs
+    assert out.result.val_acc > 20, out.result  # ten digits: chance is 10 % (magnitude, cut untuned: ~32 %)
+
+
+def test_reparam_cut_before_it_reached_its_budget_says_so(digits, caplog):
+    out = methods.prune(backbone("conv2", digits), digits, "reparam", 0.1, None, SHORT, 0, CPU)
+    assert out.details["kept_before_cut"] > 0.15
+    assert "train longer" in caplog.text and "when cut to 10.0 %" in caplog.text
 
 
 def test_edgepopup_keeps_the_budget_in_every_layer(digits):

@@ -38,10 +38,20 @@ def test_nasnet_a_learns_32x32_cifar(cifar_npz):
 
 
 def test_one_cycle_with_too_few_steps_for_its_warm_up_still_trains():
-    # OneCycleLR divides by zero at exactly 4 steps (warm-up 25 %) and has no warm-up below that.
+    # OneCycleLR divides by zero at exactly 4 steps (warm-up 25 %) and has no warm-up below that, where a
+    # single step would run at lr ~0: every step must run at a real learning rate, and the training with it.
+    from dvolver.training import make_scheduler
+
     for steps in (1, 4):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler, lrs = make_scheduler(optimizer, "one_cycle", steps), []
+        for _ in range(steps):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        assert all(math.isfinite(lr) for lr in lrs) and max(lrs) >= 0.05, (steps, lrs)
         result = _train(0, epochs=1, train_limit=64 * steps, batch_size=64, schedule="one_cycle")
-        assert math.isfinite(result.train_loss) and 0 <= result.val_acc <= 100, (steps, result)
+        assert math.isfinite(result.train_loss), (steps, result)
 
 
 def test_mixed_precision_is_for_cuda_only_and_off_when_asked():

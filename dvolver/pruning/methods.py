@@ -18,6 +18,7 @@ options model; ``check`` rejects what a method cannot do before anything is trai
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 # 0.725 +- these offsets is the paper's ratio set 0.60, 0.65, ..., 0.85.
 _JOINT_OFFSETS = (-0.125, -0.075, -0.025, 0.025, 0.075, 0.125)
 
+
+log = logging.getLogger(__name__)
 
 class ASLPOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -235,7 +238,14 @@ def _run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, d
     net.to(device)
     loss = fit(net, dataset, training, seed, device, param_groups=groups,
                penalty=lambda: reparam.budget_loss(net, budget, lam=opts.lam)).train_loss
-    details = {"kept_before_cut": reparam.kept_fraction(net), "temperatures": reparam.temperatures(net)}
+    kept = reparam.kept_fraction(net)
+    details = {"kept_before_cut": kept, "temperatures": reparam.temperatures(net)}
+    if kept > 1.5 * budget:
+        # The budget loss had not brought the network near the budget, so the cut removes weights it
+        # still uses: with too few steps the cut network can fall to chance accuracy.
+        log.warning("reparam kept %.1f %% of the weights when cut to %.1f %%: train longer (more epochs or data) "
+                    "or raise its lam for a network that reaches its budget before the cut", 100 * kept,
+                    100 * budget)
     reparam.hard_prune(net, budget)
     return _finish_unstructured(net, "reparam", dataset, training, device, loss, start, details)
 
