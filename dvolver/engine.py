@@ -30,7 +30,7 @@ from search_spaces import Genome, genome_key
 
 from . import data
 from .algorithms import Algorithm, CheapValues, make_algorithm
-from .errors import DvolverError
+from .errors import DvolverError, LeaseLost
 from .evaluation import WEIGHTS, candidate_seed, cheap_metrics, evaluate
 from .executors import Executor, Outcome
 from .objectives import OBJECTIVES, violation
@@ -432,27 +432,43 @@ def run(store: Store, search_id: int, executor: Executor,
 
     `should_stop` is asked between results; when it returns a reason the loop raises `Stopped`
     with it, leaving the search's status to the caller. `holder`: the runner that holds the
-    search; its status is then only written while that runner still holds it.
+    search; everything the search writes (candidates, events, stats, status) is then written only
+    while that runner still holds it, and once another runner has taken it over this one raises
+    `Stopped("lost")` having written nothing more.
     """
+    if holder is not None:
+        store = store.held_by(holder)
     loop = _Run(store, search_id, executor, on_progress, should_stop)
     store.set_status(search_id, "running", holder=holder)
     started = time.perf_counter()
     try:
         loop.run()
+        store.update_stats(search_id, {"wall_seconds": round(time.perf_counter() - started, 3)})
+        if not store.set_status(search_id, "finished", holder=holder) and holder is not None:
+            raise LeaseLost(f"runner {holder} no longer holds search {search_id}")
+    except LeaseLost as exc:
+        raise Stopped("lost") from exc
     except Stopped:
-        store.update_stats(search_id, loop.stats())
+        _save_stats(store, search_id, loop)
         raise
     except KeyboardInterrupt:
-        store.update_stats(search_id, loop.stats())
-        store.set_status(search_id, "interrupted", holder=holder)
+        if _save_stats(store, search_id, loop):
+            store.set_status(search_id, "interrupted", holder=holder)
         raise
     except Exception as exc:
-        store.update_stats(search_id, loop.stats())
-        store.set_status(search_id, "failed", error=f"{type(exc).__name__}: {exc}", holder=holder)
+        if _save_stats(store, search_id, loop):
+            store.set_status(search_id, "failed", error=f"{type(exc).__name__}: {exc}", holder=holder)
         raise
-    store.update_stats(search_id, {"wall_seconds": round(time.perf_counter() - started, 3)})
-    store.set_status(search_id, "finished", holder=holder)
     return result(store, search_id)
+
+
+def _save_stats(store: Store, search_id: int, loop: _Run) -> bool:
+    """The stats of a loop that stopped short; False, writing nothing, if its runner lost the search."""
+    try:
+        store.update_stats(search_id, loop.stats())
+        return True
+    except LeaseLost:
+        return False
 
 
 def result(store: Store, search_id: int) -> SearchResult:

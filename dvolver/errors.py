@@ -27,3 +27,7 @@ class ConflictError(DvolverError):
 
 class LimitError(DvolverError):
     """A configured limit would be exceeded (a service's searches per owner)."""
+
+
+class LeaseLost(DvolverError):
+    """A runner's lease on its search ran out and another runner holds it now: this one writes nothing more."""

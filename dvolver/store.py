@@ -7,6 +7,7 @@ committed, with its journal event, in one transaction as soon as it arrives.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import secrets
@@ -45,7 +46,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .errors import ConflictError, DvolverError, LimitError, NotFoundError, StoreError
+from .errors import ConflictError, DvolverError, LeaseLost, LimitError, NotFoundError, StoreError
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
 # Searches are queued, running, interrupted, cancelled, finished or failed; only queued and running
@@ -208,6 +209,22 @@ class Store:
             reason = str(exc).strip().splitlines()[0]  # drivers add hints and links on further lines
             raise StoreError(f"cannot open the store at {shown}: {reason}") from None
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._holder: str | None = None
+
+    def held_by(self, runner: str) -> Store:
+        """This store as ``runner`` writes through it while it runs a claimed search: each write to a
+        search (a candidate, an event, its stats) first checks, in the same transaction, that the
+        runner still holds the search running, and raises LeaseLost instead of writing if not."""
+        held = copy.copy(self)
+        held._holder = runner
+        return held
+
+    def _check_held(self, s: Any, search_id: int) -> None:
+        if self._holder is None:
+            return
+        row = s.execute(select(SearchRow.runner, SearchRow.status).where(SearchRow.id == search_id)).one_or_none()
+        if row is None or row.runner != self._holder or row.status != "running":
+            raise LeaseLost(f"runner {self._holder} no longer holds search {search_id}")
 
     @property
     def display_url(self) -> str:
@@ -344,6 +361,8 @@ class Store:
 
     def update_stats(self, search_id: int, stats: dict[str, Any]) -> None:
         with self._session.begin() as s:
+            self._lock_search(s, search_id)
+            self._check_held(s, search_id)
             row = s.get(SearchRow, search_id)
             if row is None:
                 raise NotFoundError(f"no search {search_id}")
@@ -351,6 +370,8 @@ class Store:
 
     def append_event(self, search_id: int, kind: str, payload: dict[str, Any]) -> None:
         with self._session.begin() as s:
+            self._lock_search(s, search_id)
+            self._check_held(s, search_id)
             s.add(EventRow(search_id=search_id, kind=kind, payload=payload))
 
     def record(self, search_id: int, key: str, genome: tuple[int, ...], status: str,
@@ -365,6 +386,7 @@ class Store:
         """
         with self._session.begin() as s:
             self._lock_candidate(s, search_id, key)
+            self._check_held(s, search_id)
             row = s.scalar(select(CandidateRow).where(CandidateRow.search_id == search_id, CandidateRow.key == key))
             if row is None:
                 row = CandidateRow(search_id=search_id, key=key, genome=list(genome))
@@ -383,6 +405,16 @@ class Store:
             s.add(EventRow(search_id=search_id, kind="candidate",
                            payload={"candidate": row.id, "key": key, "status": status, "objectives": row.objectives}))
             return _candidate(row)
+
+    def _lock_search(self, s: Any, search_id: int) -> None:
+        """For a holder's write: the holder check and the write after it as one step (a takeover
+        between them would let the old holder write once more)."""
+        if self._holder is None:
+            return
+        if self.engine.dialect.name == "sqlite":
+            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+        elif self.engine.dialect.name == "postgresql":
+            s.execute(select(SearchRow.id).where(SearchRow.id == search_id).with_for_update())
 
     def _lock_candidate(self, s: Any, search_id: int, key: str) -> None:
         """Makes the look-up and the write after it one step between processes. Without it, two

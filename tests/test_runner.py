@@ -82,3 +82,38 @@ def test_a_search_that_cannot_start_is_marked_failed_not_left_claimed(nb201_tabl
     Runner(db, "r", executor="inline").serve(once=True)
     search = store.get_search(sid)
     assert search.status == "failed" and "table" in search.error and search.runner is None
+
+
+def test_a_runner_that_lost_its_search_writes_nothing_more(nb201_table, db):
+    """Taken over mid-search (its lease ran out while it was still running), the first runner stops at
+    its next write with the reason "lost", and the search's candidates, events, stats and status are
+    exactly what they were when the second runner took it."""
+    import pytest
+    from sqlalchemy import update
+
+    from dvolver.engine import Stopped, run
+    from dvolver.executors import InlineExecutor
+    from dvolver.store import SearchRow
+
+    store = Store(db)
+    sid = _queue(store, table_spec(nb201_table, evaluations=60))
+    assert store.claim_search("a", lease_seconds=30).id == sid
+    at_takeover: dict = {}
+
+    def take_over(progress) -> None:
+        if progress.evaluations >= 20 and not at_takeover:
+            with store._session.begin() as s:  # a's lease runs out (a stalled heartbeat) ...
+                s.execute(update(SearchRow).where(SearchRow.id == sid).values(lease_until=SearchRow.created_at))
+            assert store.claim_search("b", lease_seconds=30).runner == "b"  # ... and b takes the search
+            at_takeover.update(candidates=store.candidates(sid), events=store.events(sid),
+                               stats=store.get_search(sid).stats)
+
+    with pytest.raises(Stopped) as stopped:
+        run(store, sid, InlineExecutor(), on_progress=take_over, holder="a")
+    assert stopped.value.reason == "lost"
+    assert at_takeover, "the takeover never happened"
+    assert store.candidates(sid) == at_takeover["candidates"]
+    assert store.events(sid) == at_takeover["events"]
+    assert store.get_search(sid).stats == at_takeover["stats"]
+    search = store.get_search(sid)
+    assert (search.status, search.runner) == ("running", "b")
