@@ -187,7 +187,29 @@ class SearchSpec(BaseModel):
                 raise ValueError(f"unknown constraint {name!r}; choose among {', '.join(CONSTRAINTS)}")
             if not math.isfinite(bound) or bound < 0:
                 raise ValueError(f"constraint {name} must be a finite number >= 0, got {bound}")
+            if name == "min_acc" and bound > 100:
+                raise ValueError(f"constraint min_acc is a validation accuracy in %, at most 100, got {bound:g}: "
+                                 "no candidate could meet it")
         return value
+
+    @model_validator(mode="after")
+    def _combinations(self, info: ValidationInfo) -> SearchSpec:
+        """Fields that are valid alone but mean nothing together."""
+        if info.context and info.context.get("stored"):
+            return self  # a search already stored runs (or resumes) as it was accepted
+        if self.batch is not None:
+            if self.algorithm != "surrogate":
+                raise ValueError(f"batch: only the surrogate search asks in batches, {self.algorithm} asks a "
+                                 "population at a time; drop batch or use algorithm surrogate")
+            if self.batch > self.evaluations:
+                raise ValueError(f"batch: {self.batch} candidates at a time is more than the whole budget of "
+                                 f"{self.evaluations} evaluations; lower batch or raise evaluations")
+        methods = self.pruning.methods if self.pruning else []
+        if self.training.patience is not None and not any(methods_registry.METHODS[m].keeps_best for m in methods):
+            stoppable = ", ".join(n for n, m in methods_registry.METHODS.items() if m.keeps_best)
+            raise ValueError(f"training.patience: only pruning methods that keep their best epoch ({stoppable}) "
+                             "stop early, and this search runs none; drop patience or prune with one of them")
+        return self
 
     @field_validator("space")
     @classmethod

@@ -19,6 +19,10 @@ def test_defaults_are_a_valid_nasnet_search_on_digits():
     ({"constraints": {"max_speed": 3}}, "unknown constraint 'max_speed'"),
     ({"objectives": ["acc", "acc"]}, "an objective is named twice"),
     ({"batch": 0}, "batch: Input should be greater than or equal to 1"),
+    ({"constraints": {"min_acc": 100.5}}, "min_acc is a validation accuracy in %, at most 100, got 100.5"),
+    ({"batch": 41, "evaluations": 40}, "batch: 41 candidates at a time is more than the whole budget of 40"),
+    ({"batch": 4, "algorithm": "nsga2"}, "batch: only the surrogate search asks in batches"),
+    ({"training": {"patience": 3}}, "training.patience: only pruning methods that keep their best epoch"),
 ])
 def test_invalid_fields_are_named(values, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(")):
@@ -49,3 +53,12 @@ def test_stored_specs_load_even_when_their_data_moved(tmp_path, cifar_npz):
     assert SearchSpec.from_stored(stored).dataset == str(copy)
     with pytest.raises(SpecError, match="does not exist"):
         SearchSpec.from_dict(stored)
+
+
+def test_fields_that_only_fail_together_pass_apart_and_stored_searches_still_load():
+    assert SearchSpec.from_dict({"constraints": {"min_acc": 100}}).constraints == {"min_acc": 100}
+    assert SearchSpec.from_dict({"batch": 40, "evaluations": 40}).batch == 40
+    pruned = {"space": "conv2", "pruning": {"methods": ["edgepopup"], "budgets": [0.5]}, "training": {"patience": 3}}
+    assert SearchSpec.from_dict(pruned).training.patience == 3
+    # Accepted before these checks existed: a stored search must still resume.
+    assert SearchSpec.from_stored({"batch": 50, "evaluations": 10}).batch == 50

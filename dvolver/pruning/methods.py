@@ -99,12 +99,13 @@ class Method:
     options: type[BaseModel]
     takes_budget: bool  # False: the method learns its sparsity
     structured: bool  # True: removes whole filters, so the result is a narrower dense network
+    keeps_best: bool = False  # keeps its best validation epoch, so training.patience can stop it early
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("aslp", ASLPOptions, takes_budget=False, structured=False),
-    Method("edgepopup", EdgePopupOptions, takes_budget=True, structured=False),
-    Method("supermask", SupermaskOptions, takes_budget=False, structured=False),
+    Method("aslp", ASLPOptions, takes_budget=False, structured=False, keeps_best=True),
+    Method("edgepopup", EdgePopupOptions, takes_budget=True, structured=False, keeps_best=True),
+    Method("supermask", SupermaskOptions, takes_budget=False, structured=False, keeps_best=True),
     Method("reparam", ReparamOptions, takes_budget=True, structured=False),
     Method("magnitude", MagnitudeOptions, takes_budget=True, structured=False),
     Method("joint", JointOptions, takes_budget=True, structured=True),
