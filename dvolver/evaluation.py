@@ -1,7 +1,8 @@
 """`evaluate(genome, spec, seed) -> metrics`: build, train, measure. Runs inside a worker.
 
-A pure function of its arguments: nothing is read from the service or the driver, so Ray can run
-it on any node that can read the dataset.
+A pure function of its arguments. The driver loads the dataset once and sends it (through Ray's
+object store, or to each local worker process when it starts), so a worker on any node needs none of
+the driver's files; called without it, it loads the spec's dataset itself.
 """
 
 from __future__ import annotations

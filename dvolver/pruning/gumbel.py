@@ -37,7 +37,6 @@ from dvolver.pruning.masked import (
     keep_stats,
     kept_fraction,
     mask_layers,
-    masked_layers,
     scale_parameters,
     score_parameters,
     straight_through,
@@ -47,7 +46,6 @@ __all__ = [
     "GumbelMask",
     "LayerKeep",
     "extract",
-    "keep_probabilities",
     "keep_stats",
     "kept_fraction",
     "parameter_groups",
@@ -120,8 +118,3 @@ def parameter_groups(
     if scales:
         groups.append({"params": scales, "lr": scale_lr, "momentum": momentum, "weight_decay": 0.0})
     return groups
-
-
-def keep_probabilities(model: nn.Module) -> dict[str, Tensor]:
-    """Per masked layer: p_keep = sigmoid(m^) for every weight (detached)."""
-    return {name: torch.sigmoid(m.scores.detach()) for name, m in masked_layers(model).items()}
