@@ -7,9 +7,10 @@ search (bench/large_search.py), then times sequential GETs from one client: the 
 the service reads the 10,000 rows) and then --requests more of each route (warm). Target: GET
 front p99 <= 100 ms on 2 cores.
 
-With --peer-python (a Python with optuna and optuna-dashboard installed), the same number of
-trials is stored in an Optuna study and optuna-dashboard's data route, which its UI calls to draw
-the study, is timed in the same run.
+With --peer-python (a Python with optuna and optuna-dashboard installed), the same candidates'
+objective values (acc, FLOPs, params, in the same order) are stored as the trials of an Optuna study
+with the same three directions, and optuna-dashboard's data route, which its UI calls to draw the
+study, is timed in the same run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from large_search import fill  # noqa: E402
+from large_search import OBJECTIVES, fill  # noqa: E402
 
 ROUTES = {
     "front": "/searches/{id}/front",
@@ -41,16 +42,13 @@ ROUTES = {
 }
 
 PEER_SETUP = """
-import sys, numpy as np, optuna
+import json, sys, optuna
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-n, url = int(sys.argv[1]), sys.argv[2]
-rng = np.random.default_rng(0)
-flops = 10 ** rng.uniform(5, 8, n)
-acc = np.clip(60 + 12 * np.log10(flops / 1e5) + rng.normal(0, 4, n), 5, 99.5)
-study = optuna.create_study(study_name="bench", storage=url, directions=["maximize", "minimize"])
+points, url = json.load(open(sys.argv[1])), sys.argv[2]
+study = optuna.create_study(study_name="bench", storage=url, directions=["maximize", "minimize", "minimize"])
 dists = {"x": optuna.distributions.FloatDistribution(0, 1)}
-trials = [optuna.trial.create_trial(params={"x": float(i) / n}, distributions=dists, values=[float(a), float(f)])
-          for i, (a, f) in enumerate(zip(acc, flops))]
+trials = [optuna.trial.create_trial(params={"x": i / len(points)}, distributions=dists, values=values)
+          for i, values in enumerate(points)]
 study.add_trials(trials)
 """
 
@@ -89,9 +87,16 @@ def timed(client: httpx.Client, path: str, n: int) -> dict[str, float]:
             "bytes": len(first.content)}
 
 
-def measure_dvolver(folder: Path, candidates: int, requests: int) -> dict[str, dict[str, float]]:
-    db = str(folder / "dvolver.db")
-    search_id = fill(db, candidates)
+def stored_points(db: str, search_id: int, path: Path) -> Path:
+    """The search's (acc, FLOPs, params) per candidate, in id order, for the peer to store the same."""
+    from dvolver.store import Store
+
+    points = [[c.objectives[o] for o in OBJECTIVES] for c in Store(db).candidates(search_id)]
+    path.write_text(json.dumps(points))
+    return path
+
+
+def measure_dvolver(db: str, search_id: int, requests: int) -> dict[str, dict[str, float]]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "dvolver", "serve", "--db", db, "--port", str(port),
                                "--runners", "0"], stderr=subprocess.DEVNULL)
@@ -105,9 +110,9 @@ def measure_dvolver(folder: Path, candidates: int, requests: int) -> dict[str, d
         server.wait(30)
 
 
-def measure_peer(folder: Path, python: str, candidates: int, requests: int) -> dict[str, dict[str, float]]:
+def measure_peer(folder: Path, python: str, points: Path, requests: int) -> dict[str, dict[str, float]]:
     url = f"sqlite:///{folder / 'optuna.db'}"
-    subprocess.run([python, "-c", PEER_SETUP, str(candidates), url], check=True)
+    subprocess.run([python, "-c", PEER_SETUP, str(points), url], check=True)
     port = free_port()
     dashboard = str(Path(python).parent / "optuna-dashboard")
     server = subprocess.Popen([dashboard, url, "--port", str(port), "--host", "127.0.0.1"],
@@ -132,9 +137,12 @@ def main() -> None:
     parser.add_argument("--peer-python", help="a Python with optuna and optuna-dashboard, to time them too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = {"dvolver": measure_dvolver(Path(tmp), args.candidates, args.requests)}
+        db = str(Path(tmp) / "dvolver.db")
+        search_id = fill(db, args.candidates)
+        results = {"dvolver": measure_dvolver(db, search_id, args.requests)}
         if args.peer_python:
-            results["optuna-dashboard"] = measure_peer(Path(tmp), args.peer_python, args.candidates, args.requests)
+            points = stored_points(db, search_id, Path(tmp) / "points.json")
+            results["optuna-dashboard"] = measure_peer(Path(tmp), args.peer_python, points, args.requests)
     print(f"# {args.candidates} candidates, {args.requests} warm requests per route; {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print(f"{'route':<45} {'cold ms':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'bytes':>9}")

@@ -9,9 +9,25 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared/data beside the project; DVOLVER_TEST_DATA points elsewhere (the switch test below uses it).
+SHARED_DATA = Path(os.environ.get("DVOLVER_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 NB201_TABLE = SHARED_DATA / "nb201_cifar10.csv"
 CIFAR_NPZ = SHARED_DATA / "cifar10_subset.npz"
+CHROMIUM = Path(os.environ.get("DVOLVER_TEST_CHROMIUM", "/usr/bin/chromium"))
+
+
+def missing(switch: str, what: str) -> None:
+    """Skips a test that needs ``what``, or fails it where ``switch`` is 1: CI sets DVOLVER_REQUIRE_DATA,
+    DVOLVER_REQUIRE_BROWSER and DVOLVER_REQUIRE_POSTGRES, so nothing a user has is skipped there unnoticed."""
+    if os.environ.get(switch) == "1":
+        pytest.fail(f"{switch}=1 but {what}", pytrace=False)
+    pytest.skip(what)
+
+
+def data_file(path: Path) -> Path:
+    if not path.is_file():
+        missing("DVOLVER_REQUIRE_DATA", f"{path.name} not found at {path} (../shared/data beside the project)")
+    return path
 
 # A tiny proxy: enough to exercise every code path in well under a second per candidate.
 TINY = {
@@ -24,16 +40,12 @@ TINY = {
 
 @pytest.fixture
 def nb201_table() -> Path:
-    if not NB201_TABLE.is_file():
-        pytest.skip(f"NAS-Bench-201 table not found at {NB201_TABLE} (../shared/data beside the project)")
-    return NB201_TABLE
+    return data_file(NB201_TABLE)
 
 
 @pytest.fixture
 def cifar_npz() -> Path:
-    if not CIFAR_NPZ.is_file():
-        pytest.skip(f"CIFAR-10 subset not found at {CIFAR_NPZ} (../shared/data beside the project)")
-    return CIFAR_NPZ
+    return data_file(CIFAR_NPZ)
 
 
 @pytest.fixture
@@ -105,9 +117,7 @@ def postgres():
     try:
         server = stack.enter_context(throwaway_postgres(free_port))
     except PostgresUnavailable as exc:
-        if os.environ.get("DVOLVER_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"DVOLVER_REQUIRE_POSTGRES=1 but no PostgreSQL: {exc}", pytrace=False)
-        pytest.skip(f"no PostgreSQL to test against: {exc}")
+        missing("DVOLVER_REQUIRE_POSTGRES", f"no PostgreSQL to test against: {exc}")
     with stack:
         yield server
 

@@ -19,14 +19,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .conftest import NB201_TABLE, TINY, live_service
+from .conftest import CHROMIUM, NB201_TABLE, TINY, data_file, live_service, missing
 
 pytestmark = pytest.mark.browser
 
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = pytest.importorskip("playwright.sync_api")  # a dev dependency: installed wherever the tests are
 uvicorn = pytest.importorskip("uvicorn")
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -80,8 +79,7 @@ def _serving(db: str, open_reads: bool) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory) -> Iterator[Service]:
-    if not NB201_TABLE.is_file():
-        pytest.skip(f"NAS-Bench-201 table not found at {NB201_TABLE} (../shared/data beside the project)")
+    data_file(NB201_TABLE)
     from dvolver.api import run_search
 
     db = str(tmp_path_factory.mktemp("dashboard") / "dvolver.db")
@@ -97,7 +95,7 @@ def service(tmp_path_factory) -> Iterator[Service]:
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}")
+        missing("DVOLVER_REQUIRE_BROWSER", f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         yield browser

@@ -11,33 +11,36 @@ from dvolver.client import ServiceClient
 from service.runner import Runner
 from service.settings import Settings
 
-from .conftest import live_service, table_spec
+from .conftest import NB201_TABLE, SHARED_DATA, TINY, data_file, live_service, table_spec
+
+# What access, limit and validation tests submit: a digits search, so that they need no shared data.
+SMALL = TINY | {"evaluations": 4, "population": 2}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory, request):
-    table = request.getfixturevalue("nb201_table")
+def service(tmp_path_factory):
     db = str(tmp_path_factory.mktemp("service") / "dvolver.db")
     settings = Settings(db=db, open_reads=False, max_population=50, max_evaluations=500, max_concurrent=3,
-                        data_roots=[str(table.parent)])
+                        data_roots=[str(SHARED_DATA)])
     with live_service(settings) as (url, app):
         store = app.state.store
         alice, bob = store.create_token("alice"), store.create_token("bob")
         http = httpx.Client(base_url=url, timeout=30)
-        created = http.post("/searches", json=table_spec(table, name="alice's"), headers=_auth(alice))
+        created = http.post("/searches", json=SMALL | {"name": "alice's"}, headers=_auth(alice))
         assert created.status_code == 201, created.text
         Runner(db, "test-runner", executor="inline").serve(once=True)
-        yield {"url": url, "http": http, "store": store, "alice": alice, "bob": bob, "table": table,
-               "search": created.json()["id"]}
+        yield {"url": url, "http": http, "store": store, "alice": alice, "bob": bob, "search": created.json()["id"]}
 
 
 @pytest.fixture(scope="module")
-def nb201_table():
-    from .conftest import NB201_TABLE
-
-    if not NB201_TABLE.is_file():
-        pytest.skip(f"NAS-Bench-201 table not found at {NB201_TABLE}")
-    return NB201_TABLE
+def table(service):
+    """A finished NAS-Bench-201 table search of alice's: many candidates and generations, in seconds."""
+    path = data_file(NB201_TABLE)
+    created = service["http"].post("/searches", json=table_spec(path, name="alice's table"),
+                                   headers=_auth(service["alice"]))
+    assert created.status_code == 201, created.text
+    Runner(service["store"].url, "test-runner", executor="inline").serve(once=True)
+    return {"search": created.json()["id"], "path": path}
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -47,8 +50,8 @@ def _auth(token: str) -> dict[str, str]:
 def test_a_submitted_search_is_queued_then_run_by_a_runner(service):
     http, sid = service["http"], service["search"]
     detail = http.get(f"/searches/{sid}", headers=_auth(service["alice"])).json()
-    assert detail["status"] == "finished" and detail["owner"] == "alice"
-    assert detail["progress"]["evaluations"] == 40 and detail["progress"]["front_size"] > 0
+    assert detail["status"] == "finished" and detail["owner"] == "alice" and detail["dataset"] == "digits"
+    assert detail["progress"]["evaluations"] == 4 and detail["progress"]["front_size"] > 0
     assert detail["hypervolume_history"] and detail["timings"]["running_seconds"] >= 0
     assert detail["objective_info"]["flops"]["cost"] and not detail["objective_info"]["acc"]["cost"]
 
@@ -58,7 +61,7 @@ def test_every_write_without_a_token_is_401_and_creates_nothing(service):
     before = store.count_searches()
     for method, path in (("POST", "/searches"), ("POST", f"/searches/{sid}/cancel"),
                          ("POST", f"/searches/{sid}/resume"), ("DELETE", f"/searches/{sid}")):
-        response = http.request(method, path, json=table_spec(service["table"]) if path == "/searches" else None)
+        response = http.request(method, path, json=SMALL if path == "/searches" else None)
         assert response.status_code == 401, (method, path)
         assert response.headers["www-authenticate"] == "Bearer"
         assert "token" in response.json()["detail"]
@@ -105,7 +108,7 @@ def test_another_owners_search_is_404(service):
 def test_an_invalid_or_oversized_spec_is_422_naming_the_field_and_creates_nothing(service, body, field):
     store = service["store"]
     before = store.count_searches()
-    response = service["http"].post("/searches", json=table_spec(service["table"]) | body,
+    response = service["http"].post("/searches", json=SMALL | body,
                                     headers=_auth(service["alice"]))
     assert response.status_code == 422
     assert field in [d["loc"] for d in response.json()["detail"]]
@@ -115,8 +118,7 @@ def test_an_invalid_or_oversized_spec_is_422_naming_the_field_and_creates_nothin
 def test_an_oversized_body_is_413_and_creates_nothing(service):
     store = service["store"]
     before = store.count_searches()
-    padded = json.dumps(table_spec(service["table"], name="x" * 100) | {"space_options": {
-        "table": str(service["table"]), "padding": "y" * 100_000}}).encode()
+    padded = json.dumps(SMALL | {"name": "x" * 100, "space_options": {"filters": 4, "padding": "y" * 100_000}}).encode()
     headers = _auth(service["alice"]) | {"Content-Type": "application/json"}
     declared = service["http"].post("/searches", content=padded, headers=headers)
     chunked = service["http"].post("/searches", content=iter([padded[:50_000], padded[50_000:]]), headers=headers)
@@ -127,8 +129,8 @@ def test_an_oversized_body_is_413_and_creates_nothing(service):
 
 def test_concurrent_searches_per_owner_are_limited(service):
     http, bob = service["http"], _auth(service["bob"])
-    ids = [http.post("/searches", json=table_spec(service["table"]), headers=bob).json()["id"] for _ in range(3)]
-    refused = http.post("/searches", json=table_spec(service["table"]), headers=bob)
+    ids = [http.post("/searches", json=SMALL, headers=bob).json()["id"] for _ in range(3)]
+    refused = http.post("/searches", json=SMALL, headers=bob)
     assert refused.status_code == 422 and "max_concurrent" in refused.text
     for sid in ids:
         assert http.post(f"/searches/{sid}/cancel", headers=bob).json()["status"] == "cancelled"
@@ -140,16 +142,16 @@ def test_simultaneous_submissions_cannot_pass_the_concurrency_limit_together(ser
     from concurrent.futures import ThreadPoolExecutor
 
     carol = _auth(service["store"].create_token("carol"))
-    body = table_spec(service["table"])
     with ThreadPoolExecutor(8) as pool:
-        codes = sorted(pool.map(lambda _: service["http"].post("/searches", json=body, headers=carol).status_code,
-                                range(8)))
-    assert codes == [201] * 3 + [422] * 5
+        responses = list(pool.map(lambda _: service["http"].post("/searches", json=SMALL, headers=carol), range(8)))
+    assert sorted(r.status_code for r in responses) == [201] * 3 + [422] * 5
     assert service["store"].count_searches(owner="carol") == 3
+    for created in (r for r in responses if r.status_code == 201):  # cancelled: no later runner trains them
+        assert service["http"].post(f"/searches/{created.json()['id']}/cancel", headers=carol).status_code == 200
 
 
-def test_front_knee_and_best_under_a_budget(service):
-    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+def test_front_knee_and_best_under_a_budget(service, table):
+    http, sid, alice = service["http"], table["search"], _auth(service["alice"])
     front = http.get(f"/searches/{sid}/front", headers=alice).json()["items"]
     assert front and all(c["on_front"] and c["status"] == "finished" for c in front)
     flops = [c["objectives"]["flops"] for c in front]
@@ -168,8 +170,8 @@ def test_front_knee_and_best_under_a_budget(service):
     assert bad.status_code == 422 and "best_under" in bad.text
 
 
-def test_candidates_are_paged_and_filtered(service):
-    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+def test_candidates_are_paged_and_filtered(service, table):
+    http, sid, alice = service["http"], table["search"], _auth(service["alice"])
     everything = http.get(f"/searches/{sid}/candidates", params={"limit": 1000}, headers=alice).json()
     assert everything["total"] == len(everything["items"]) >= 40
     page = http.get(f"/searches/{sid}/candidates", params={"limit": 7, "offset": 7}, headers=alice).json()
@@ -184,8 +186,8 @@ def test_candidates_are_paged_and_filtered(service):
                                 and c["objectives"].get("flops", 2e8) <= 1e8)
 
 
-def test_a_candidate_comes_with_its_cell_and_a_genotype_export(service):
-    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+def test_a_candidate_comes_with_its_cell_and_a_genotype_export(service, table):
+    http, sid, alice = service["http"], table["search"], _auth(service["alice"])
     first = http.get(f"/searches/{sid}/front", headers=alice).json()["items"][0]
     detail = http.get(f"/searches/{sid}/candidates/{first['id']}", headers=alice).json()
     assert detail["architecture"]["space"] == "nb201" and len(detail["architecture"]["cell"]["edges"]) == 6
@@ -198,8 +200,8 @@ def test_a_candidate_comes_with_its_cell_and_a_genotype_export(service):
     assert refused.status_code == 400 and "weights" in refused.json()["detail"]
 
 
-def test_points_and_history_for_the_plots(service):
-    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+def test_points_and_history_for_the_plots(service, table):
+    http, sid, alice = service["http"], table["search"], _auth(service["alice"])
     pts = http.get(f"/searches/{sid}/points", params={"x": "flops", "y": "acc", "max_dominated": 5},
                    headers=alice).json()
     front = http.get(f"/searches/{sid}/front", headers=alice).json()["items"]
@@ -213,33 +215,33 @@ def test_points_and_history_for_the_plots(service):
     assert len(thinned["generations"]) == 2 and thinned["generations"][-1] == history["generations"][-1]
 
 
-def test_events_replay_the_journal_and_end(service):
+def test_events_replay_the_journal_and_end(service, table):
     client = ServiceClient(service["url"], service["alice"])
-    events = list(client.events(service["search"]))
+    events = list(client.events(table["search"]))
     kinds = [k for k, _ in events]
     assert kinds[-1] == "end" and events[-1][1] == {"status": "finished"}
     assert kinds.count("candidate") >= 40 and "front" in kinds and "generation" in kinds
     statuses = [d["status"] for k, d in events if k == "status"]
     assert statuses[0] == "queued" and statuses[-1] == "finished"
     # A page that has drawn the detail follows from its last_event_id: nothing it has seen comes again.
-    detail = service["http"].get(f"/searches/{service['search']}", headers=_auth(service["alice"])).json()
+    detail = service["http"].get(f"/searches/{table['search']}", headers=_auth(service["alice"])).json()
     assert detail["dataset"] == "table nb201_cifar10.csv"
-    tail = service["http"].get(f"/searches/{service['search']}/events", params={"after": detail["last_event_id"]},
+    tail = service["http"].get(f"/searches/{table['search']}/events", params={"after": detail["last_event_id"]},
                                headers=_auth(service["alice"])).text
     assert "event: candidate" not in tail and "event: end" in tail
     # Reconnecting after an event id sends only what came later.
-    response = service["http"].get(f"/searches/{service['search']}/events",
+    response = service["http"].get(f"/searches/{table['search']}/events",
                                    headers=_auth(service["alice"]) | {"Last-Event-ID": "1000000"})
     assert response.text.strip().splitlines()[-2:] == ["event: end", 'data: {"status": "finished"}']
 
 
-def test_resume_and_delete_follow_the_status(service):
-    http, sid, alice = service["http"], service["search"], _auth(service["alice"])
+def test_resume_and_delete_follow_the_status(service, table):
+    http, sid, alice = service["http"], table["search"], _auth(service["alice"])
     conflict = http.post(f"/searches/{sid}/resume", headers=alice)
     assert conflict.status_code == 409 and "finished" in conflict.json()["detail"]
     assert http.post(f"/searches/{sid}/cancel", headers=alice).status_code == 409
     # A cancelled search resumes from the queue; a finished one is deleted with everything it holds.
-    other = http.post("/searches", json=table_spec(service["table"], evaluations=20), headers=alice).json()["id"]
+    other = http.post("/searches", json=table_spec(table["path"], evaluations=20), headers=alice).json()["id"]
     assert http.post(f"/searches/{other}/cancel", headers=alice).json()["status"] == "cancelled"
     assert http.post(f"/searches/{other}/resume", headers=alice).json()["status"] == "queued"
     Runner(service["store"].url, "test-runner", executor="inline").serve(once=True)
