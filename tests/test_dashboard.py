@@ -141,6 +141,20 @@ ALL_POSITIONS = """(plot) => {
 }"""
 
 
+# True when every drawn plot lies inside its card and clear of the candidate panel, in page pixels.
+PLOTS_FIT = """() => {
+  const panel = document.getElementById('candidate-panel');
+  const side = panel && panel.offsetParent ? panel.getBoundingClientRect() : null;
+  return [...document.querySelectorAll('.js-plotly-plot')].every((plot) => {
+    const card = plot.closest('.card').getBoundingClientRect();
+    const svg = plot.querySelector('.main-svg').getBoundingClientRect();
+    const inside = svg.left >= card.left - 1 && svg.right <= card.right + 1;
+    const clear = !side || svg.right <= side.left + 1 || svg.left >= side.right - 1;
+    return svg.width > 0 && inside && clear;
+  });
+}"""
+
+
 def _click_front_point(page, ids: list[int]) -> int:
     """A real mouse click on the front point farthest on screen from every other plotted point (plotly
     picks the nearest point of any trace, and a search puts many candidates close to its front); its id."""
@@ -203,6 +217,8 @@ def test_the_front_plot_shows_the_front_and_a_click_opens_the_candidate(watched,
     assert f"{detail['objectives']['acc']:.2f} %" in metrics and "FLOPs" in metrics
     for fmt in detail["exports"]:
         assert panel.get_by_role("link", name=fmt).count() == 1
+    # The panel narrows the plots' column: every plot is redrawn to its card's new width, none clipped.
+    page.wait_for_function(PLOTS_FIT, timeout=5000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     print(f"screenshot: {ARTIFACTS / 'dashboard.png'}")
