@@ -23,6 +23,16 @@ from .objectives import CONSTRAINTS, OBJECTIVES
 from .pruning import methods as methods_registry
 
 ALGORITHM_NAMES = ("surrogate", "nsga2", "random", "grid")
+
+
+def _one_of(names: object) -> dict[str, Any]:
+    """The schema of a string the validators below accept only among ``names``: the validators give
+    the clearer message, the schema tells a generated client what the server takes."""
+    return {"json_schema_extra": {"enum": list(names)}}  # type: ignore[call-overload]
+
+
+def _keys_among(names: object) -> dict[str, Any]:
+    return {"json_schema_extra": {"propertyNames": {"enum": list(names)}}}  # type: ignore[call-overload]
 TABLE_OBJECTIVES = ("acc", "flops", "params")
 # Characters a name may not hold: controls, invisible formatting (a right-to-left override makes a
 # name read as another), lone surrogates, private-use and unassigned code points, line breaks.
@@ -75,18 +85,20 @@ class PruningSpec(BaseModel):
 
     model_config = FINITE
 
-    methods: list[str] = Field(..., min_length=1, max_length=16,
-                               description=f"pruning methods among {', '.join(methods_registry.METHODS)}")
-    budgets: list[float] = Field(default_factory=lambda: [0.5, 0.2, 0.1, 0.05, 0.03], min_length=1, max_length=64,
-                                 description="fractions kept, each in (0, 1]; 0.1 prunes 90%")
+    methods: list[Annotated[str, Field(**_one_of(methods_registry.METHODS))]] = Field(
+        ..., min_length=1, max_length=16, description=f"pruning methods among {', '.join(methods_registry.METHODS)}")
+    budgets: list[Annotated[float, Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})]] = Field(
+        default_factory=lambda: [0.5, 0.2, 0.1, 0.05, 0.03], min_length=1, max_length=64,
+        description="fractions kept, each in (0, 1]; 0.1 prunes 90%")
     include_unpruned: bool = Field(True, description="also search the networks unpruned, on the same front")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=16,
-                                               description="per method: its hyperparameters")
+                                               description="per method: its hyperparameters",
+                                               **_keys_among(methods_registry.METHODS))
 
     @field_validator("methods")
     @classmethod
     def _methods(cls, value: list[str]) -> list[str]:
-        names = [v.strip() for v in value]
+        names = list(value)
         unknown = [n for n in names if n not in methods_registry.METHODS]
         if unknown:
             raise ValueError(f"unknown pruning method {', '.join(map(repr, unknown))}; "
@@ -129,15 +141,17 @@ class SearchSpec(BaseModel):
 
     name: str | None = Field(None, max_length=200, description=(
         "at most 200 characters, without control or invisible formatting characters"))
-    space: str = "nasnet"
+    space: str = Field("nasnet", **_one_of(search_spaces.SPACES))
     space_options: dict[str, Any] = Field(default_factory=dict, max_length=32)
     dataset: str = Field("digits", max_length=1024, description=(
         "'digits', an .npz file or a CIFAR-10 python-format folder; a service reads only files under its "
         "data roots, and looks a relative path up under them"))
-    objectives: list[str] = Field(default_factory=lambda: ["acc", "flops"], max_length=16)
+    objectives: list[Annotated[str, Field(**_one_of(OBJECTIVES))]] = Field(
+        default_factory=lambda: ["acc", "flops"], max_length=16, json_schema_extra={"minItems": 1})
     # NaN let through to _constraints, whose message says what a bound must be.
-    constraints: dict[str, Annotated[float, Field(allow_inf_nan=True)]] = Field(default_factory=dict, max_length=16)
-    algorithm: str = "surrogate"
+    constraints: dict[str, Annotated[float, Field(allow_inf_nan=True)]] = Field(
+        default_factory=dict, max_length=16, **_keys_among(CONSTRAINTS))
+    algorithm: str = Field("surrogate", **_one_of(ALGORITHM_NAMES))
     population: int = Field(12, ge=2, le=100_000)
     batch: int | None = Field(None, ge=1, le=100_000, description=(
         "surrogate search: candidates asked at a time after the first population (the smaller, the more each "
@@ -169,7 +183,7 @@ class SearchSpec(BaseModel):
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, value: list[str]) -> list[str]:
-        names = [v.strip() for v in value]
+        names = list(value)
         if not names:
             raise ValueError(f"name at least one objective among {', '.join(OBJECTIVES)}")
         unknown = [n for n in names if n not in OBJECTIVES]

@@ -82,7 +82,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in (204, 304):  # no body allowed
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return ErrorJSON({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route matching the path only; /searches
+        # has GET and POST in two routes. Every route on the path counts.
+        headers = (headers or {}) | {"Allow": ", ".join(_allowed_methods(request))}
+    return ErrorJSON({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods of every operation whose path template matches, from the app's own OpenAPI paths
+    (FastAPI's included routers do not expose their routes to a walk)."""
+    from starlette.routing import compile_path
+
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(request.url.path):
+            methods |= {m.upper() for m in operations if m != "parameters"}
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> ErrorJSON:

@@ -266,3 +266,33 @@ def test_the_api_docs_are_served_without_a_cdn(service):
     for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
         assert http.get(asset).status_code == 200
     assert "/searches" in http.get("/openapi.json").json()["paths"]
+
+
+def test_the_schema_names_every_error_a_route_gives_and_the_values_the_server_takes(service):
+    schema = service["http"].get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        if not path.startswith(("/searches", "/whoami")):
+            continue
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            assert "401" in codes and "503" in codes, (method, path, codes)
+            assert ("{search_id}" not in path) or "404" in codes, (method, path, codes)
+    assert {"400", "413", "422"} <= set(schema["paths"]["/searches"]["post"]["responses"])
+    specs = schema["components"]["schemas"]
+    spec = next(s for name, s in specs.items() if name.startswith("SearchSpec") or name.startswith("Submitted"))
+    assert "surrogate" in spec["properties"]["algorithm"]["enum"]
+    pruning = specs["PruningSpec"]["properties"]
+    assert pruning["methods"]["items"]["enum"] == ["aslp", "edgepopup", "supermask", "reparam", "magnitude", "joint"]
+    assert pruning["budgets"]["items"] | {"type": "number"} == {"exclusiveMinimum": 0, "maximum": 1, "type": "number"}
+
+
+def test_a_method_a_path_does_not_take_is_405_naming_every_method_it_does(service):
+    http = service["http"]
+    assert http.request("OPTIONS", "/searches").headers["allow"] == "GET, POST"
+    assert http.request("PUT", f"/searches/{service['search']}").headers["allow"] == "DELETE, GET"
+
+
+def test_whoami_needs_a_token_where_reads_are_closed(service):
+    assert service["http"].get("/whoami").status_code == 401
+    me = service["http"].get("/whoami", headers=_auth(service["alice"])).json()
+    assert me == {"owner": "alice", "open_reads": False}

@@ -20,6 +20,7 @@ from dvolver.jsonable import finite
 from dvolver.store import ACTIVE_SEARCH_STATUSES
 
 from ..auth import Caller, reader, visible_search
+from ..responses import READ, errors
 from ..schemas import SearchId
 
 router = APIRouter(tags=["results"])
@@ -36,7 +37,7 @@ def _frame(kind: str, data: object, event_id: int | None = None) -> str:
 
 
 @router.get("/searches/{search_id}/events", response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}}}})
+            responses={200: {"content": {"text/event-stream": {}}}} | errors(*READ))
 async def events(search_id: SearchId, request: Request, after: int = Query(0, ge=0, le=2**62),
                  last_event_id: str | None = Header(None), who: Caller = Depends(reader)) -> StreamingResponse:
     """Events: candidate, front, generation, status; then `end` once the search has stopped."""

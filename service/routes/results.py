@@ -16,6 +16,7 @@ from dvolver.store import FINAL_STATUSES
 
 from .. import views
 from ..auth import Caller, reader, visible_search
+from ..responses import READ, errors
 from ..schemas import CandidateDetail, CandidateId, CandidatePage, FrontOut, HistoryOut, PointsOut, SearchId
 
 router = APIRouter(tags=["results"])
@@ -50,7 +51,7 @@ def _budget(text: str) -> tuple[str, float]:
     return objective, value
 
 
-@router.get("/searches/{search_id}/front", response_model=FrontOut)
+@router.get("/searches/{search_id}/front", response_model=FrontOut, responses=errors(*READ))
 def front(search_id: SearchId, request: Request, knee: bool = False,
           best_under: str | None = Query(None, max_length=100, description="OBJECTIVE:BOUND, e.g. flops:5e6"),
           who: Caller = Depends(reader)) -> FrontOut:
@@ -66,7 +67,7 @@ def front(search_id: SearchId, request: Request, knee: bool = False,
                     note=note)
 
 
-@router.get("/searches/{search_id}/candidates", response_model=CandidatePage)
+@router.get("/searches/{search_id}/candidates", response_model=CandidatePage, responses=errors(*READ))
 def candidates(search_id: SearchId, request: Request, status: CandidateStatus | None = None,
                on_front: bool | None = None,
                min_acc: Bound = None, max_flops: Bound = None, max_macs: Bound = None,
@@ -104,7 +105,8 @@ def _exports(request: Request, search_id: int, candidate_id: int, metrics: dict,
     return {f: f"{base}?format={f}" for f in export_formats(metrics, has_weights)}
 
 
-@router.get("/searches/{search_id}/candidates/{candidate_id}", response_model=CandidateDetail)
+@router.get("/searches/{search_id}/candidates/{candidate_id}", response_model=CandidateDetail,
+            responses=errors(*READ))
 def candidate(search_id: SearchId, candidate_id: CandidateId, request: Request,
               who: Caller = Depends(reader)) -> CandidateDetail:
     """One candidate with its architecture (cells as small DAGs) and links to its exports."""
@@ -118,7 +120,8 @@ def candidate(search_id: SearchId, candidate_id: CandidateId, request: Request,
 
 
 @router.get("/searches/{search_id}/candidates/{candidate_id}/export", name="export_candidate",
-            response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+            response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}} | errors(400, *READ))
 def export_file(search_id: SearchId, candidate_id: CandidateId, request: Request,
                 fmt: ExportFormat = Query("genotype", alias="format"), who: Caller = Depends(reader)) -> Response:
     """The candidate as a file: genotype JSON, or its trained network, checked against the original."""
@@ -130,7 +133,7 @@ def export_file(search_id: SearchId, candidate_id: CandidateId, request: Request
     return Response(out.data, media_type=out.media_type, headers=headers)
 
 
-@router.get("/searches/{search_id}/points", response_model=PointsOut)
+@router.get("/searches/{search_id}/points", response_model=PointsOut, responses=errors(*READ))
 def points(search_id: SearchId, request: Request, x: ObjectiveName = "flops",
            y: ObjectiveName = "acc", max_dominated: int = Query(2000, ge=0, le=100_000),
            who: Caller = Depends(reader)) -> PointsOut:
@@ -139,7 +142,7 @@ def points(search_id: SearchId, request: Request, x: ObjectiveName = "flops",
     return views.points(snap, x, y, max_dominated)
 
 
-@router.get("/searches/{search_id}/history", response_model=HistoryOut)
+@router.get("/searches/{search_id}/history", response_model=HistoryOut, responses=errors(*READ))
 def history(search_id: SearchId, request: Request, max_generations: int = Query(200, ge=1, le=100_000),
             who: Caller = Depends(reader)) -> Response:
     """The front after each generation (thinned evenly to `max_generations`), for replaying a search."""

@@ -15,6 +15,7 @@ from dvolver.store import SEARCH_STATUSES
 from .. import views
 from ..auth import Caller, reader, visible_search, writer
 from ..paths import confine
+from ..responses import READ, WRITE, errors
 from ..schemas import SearchDetail, SearchId, SearchPage, SearchSummary
 from ..settings import Settings
 
@@ -60,7 +61,7 @@ def too_many(exc: LimitError, settings: Settings) -> RequestValidationError:
                             "wait for one or cancel one")
 
 
-@router.get("/searches", response_model=SearchPage)
+@router.get("/searches", response_model=SearchPage, responses=errors(401, 422, 503))
 def list_searches(request: Request, status: SearchStatus | None = None,
                   limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**31),
                   who: Caller = Depends(reader)) -> SearchPage:
@@ -72,7 +73,7 @@ def list_searches(request: Request, status: SearchStatus | None = None,
                       limit=limit, offset=offset)
 
 
-@router.get("/searches/{search_id}", response_model=SearchDetail)
+@router.get("/searches/{search_id}", response_model=SearchDetail, responses=errors(*READ))
 def get_search(search_id: SearchId, request: Request, who: Caller = Depends(reader)) -> SearchDetail:
     store = request.app.state.store
     # Read before the search, so that an event between the two reads is sent again, never missed.
@@ -80,7 +81,7 @@ def get_search(search_id: SearchId, request: Request, who: Caller = Depends(read
     return views.detail(visible_search(store, search_id, who), last_event_id)
 
 
-@router.post("/searches/{search_id}/cancel", response_model=SearchSummary)
+@router.post("/searches/{search_id}/cancel", response_model=SearchSummary, responses=errors(*WRITE))
 def cancel_search(search_id: SearchId, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
     """A queued search is cancelled at once; a running one within a second or two, keeping its results."""
     store = request.app.state.store
@@ -88,7 +89,7 @@ def cancel_search(search_id: SearchId, request: Request, who: Caller = Depends(w
     return views.summary(store.request_cancel(search_id))
 
 
-@router.post("/searches/{search_id}/resume", response_model=SearchSummary)
+@router.post("/searches/{search_id}/resume", response_model=SearchSummary, responses=errors(*WRITE))
 def resume_search(search_id: SearchId, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
     """Queue a stopped search again; its finished candidates are reused, never retrained."""
     store = request.app.state.store
@@ -102,7 +103,7 @@ def resume_search(search_id: SearchId, request: Request, who: Caller = Depends(w
         raise too_many(exc, settings) from None
 
 
-@router.delete("/searches/{search_id}", status_code=204, response_class=Response)
+@router.delete("/searches/{search_id}", status_code=204, response_class=Response, responses=errors(*WRITE))
 def delete_search(search_id: SearchId, request: Request, who: Caller = Depends(writer)) -> Response:
     store = request.app.state.store
     visible_search(store, search_id, who)
