@@ -68,7 +68,9 @@ class TrainingSpec(BaseModel):
     train_limit: int | None = Field(None, ge=10, le=10**8,
                                     description="train on a fixed random N of the training images")
     latency_repeats: int = Field(30, ge=1, le=10000)
-    keep_weights: bool = Field(True, description="store each trained network's weights, so that it can be exported")
+    # Strict: true or false only, as the schema says; lax pydantic would read "yes" or 1 as true.
+    keep_weights: bool = Field(True, strict=True,
+                               description="store each trained network's weights, so that it can be exported")
 
 
 class ResourcesSpec(BaseModel):
@@ -90,7 +92,8 @@ class PruningSpec(BaseModel):
     budgets: list[Annotated[float, Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})]] = Field(
         default_factory=lambda: [0.5, 0.2, 0.1, 0.05, 0.03], min_length=1, max_length=64,
         description="fractions kept, each in (0, 1]; 0.1 prunes 90%")
-    include_unpruned: bool = Field(True, description="also search the networks unpruned, on the same front")
+    include_unpruned: bool = Field(True, strict=True,
+                                   description="also search the networks unpruned, on the same front")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=16,
                                                description="per method: its hyperparameters",
                                                **_keys_among(methods_registry.METHODS))
@@ -157,7 +160,7 @@ class SearchSpec(BaseModel):
         "surrogate search: candidates asked at a time after the first population (the smaller, the more each "
         "evaluation informs the next; a multiple of the workers keeps them all busy); default population // 4"))
     evaluations: int = Field(40, ge=1, le=10_000_000, description="budget: candidates trained (or looked up)")
-    overlap: bool | None = Field(None, description=(
+    overlap: bool | None = Field(None, strict=True, description=(
         "choose the next batch while the current one trains, from the results up to the batch before, so "
         "workers never wait for the choice; default: on when candidates train, off for table look-ups"))
     time_limit_s: float | None = Field(None, gt=0, le=10**7, description=(

@@ -33,6 +33,7 @@ _WHY = {
     409: (ErrorOut, "the search's status does not allow it (cancelling a finished search, deleting a running one)"),
     413: (ErrorOut, "the body is larger than the service accepts"),
     422: (InvalidOut, "a parameter or the body is invalid; each problem names its field"),
+    429: (ErrorOut, "the owner already has as many searches queued or running as the service allows"),
     503: (ErrorOut, "the store cannot be reached"),
 }
 

@@ -131,7 +131,7 @@ def test_concurrent_searches_per_owner_are_limited(service):
     http, bob = service["http"], _auth(service["bob"])
     ids = [http.post("/searches", json=SMALL, headers=bob).json()["id"] for _ in range(3)]
     refused = http.post("/searches", json=SMALL, headers=bob)
-    assert refused.status_code == 422 and "max_concurrent" in refused.text
+    assert refused.status_code == 429 and "max_concurrent" in refused.text
     for sid in ids:
         assert http.post(f"/searches/{sid}/cancel", headers=bob).json()["status"] == "cancelled"
         assert http.delete(f"/searches/{sid}", headers=bob).status_code == 204
@@ -144,7 +144,7 @@ def test_simultaneous_submissions_cannot_pass_the_concurrency_limit_together(ser
     carol = _auth(service["store"].create_token("carol"))
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: service["http"].post("/searches", json=SMALL, headers=carol), range(8)))
-    assert sorted(r.status_code for r in responses) == [201] * 3 + [422] * 5
+    assert sorted(r.status_code for r in responses) == [201] * 3 + [429] * 5
     assert service["store"].count_searches(owner="carol") == 3
     for created in (r for r in responses if r.status_code == 201):  # cancelled: no later runner trains them
         assert service["http"].post(f"/searches/{created.json()['id']}/cancel", headers=carol).status_code == 200

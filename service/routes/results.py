@@ -34,6 +34,10 @@ def _snapshot(request: Request, search_id: int, who: Caller) -> tuple[object, vi
     return search, request.app.state.snapshots.get(search)
 
 
+# A cost objective, then a finite number (what float() reads, without inf and nan).
+BEST_UNDER = r"^(flops|macs|params|latency):[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
 def _query_error(name: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("query", name), "msg": message, "type": "value_error"}])
 
@@ -53,7 +57,8 @@ def _budget(text: str) -> tuple[str, float]:
 
 @router.get("/searches/{search_id}/front", response_model=FrontOut, responses=errors(*READ))
 def front(search_id: SearchId, request: Request, knee: bool = False,
-          best_under: str | None = Query(None, max_length=100, description="OBJECTIVE:BOUND, e.g. flops:5e6"),
+          best_under: str | None = Query(None, max_length=100, description="OBJECTIVE:BOUND, e.g. flops:5e6",
+                                         pattern=BEST_UNDER),
           who: Caller = Depends(reader)) -> FrontOut:
     """The non-dominated feasible candidates, sorted by the first objective; or just the knee point,
     or the best one under a budget."""

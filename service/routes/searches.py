@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from dvolver.errors import LimitError
@@ -56,9 +56,10 @@ def check_paths(spec: dict, roots: tuple[Path, ...]) -> None:
                 raise _limit_error(loc, f"{'.'.join(loc)}: {exc}", "path_refused") from None
 
 
-def too_many(exc: LimitError, settings: Settings) -> RequestValidationError:
-    return _limit_error((), f"{exc}, this service's limit max_concurrent = {settings.max_concurrent}; "
-                            "wait for one or cancel one")
+def too_many(exc: LimitError, settings: Settings) -> HTTPException:
+    """429: the spec is fine, the owner has as many searches queued or running as the service allows."""
+    return HTTPException(429, f"{exc}, this service's limit max_concurrent = {settings.max_concurrent}; "
+                              "wait for one or cancel one")
 
 
 @router.get("/searches", response_model=SearchPage, responses=errors(401, 422, 503))
@@ -89,7 +90,7 @@ def cancel_search(search_id: SearchId, request: Request, who: Caller = Depends(w
     return views.summary(store.request_cancel(search_id))
 
 
-@router.post("/searches/{search_id}/resume", response_model=SearchSummary, responses=errors(*WRITE))
+@router.post("/searches/{search_id}/resume", response_model=SearchSummary, responses=errors(*WRITE, 429))
 def resume_search(search_id: SearchId, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
     """Queue a stopped search again; its finished candidates are reused, never retrained."""
     store = request.app.state.store

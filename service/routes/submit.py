@@ -24,7 +24,7 @@ def router(data_roots: tuple[Path, ...]) -> APIRouter:
     routes = APIRouter(tags=["searches"])
 
     @routes.post("/searches", status_code=201, response_model=SearchSummary,
-                 responses=errors(400, 401, 413, 422, 503))
+                 responses=errors(400, 401, 413, 422, 429, 503))
     def create_search(spec: spec_model, request: Request, who: Caller = Depends(writer)) -> SearchSummary:
         """Queue a search; a runner picks it up. The body is the same SearchSpec the CLI builds, and
         the files it names must lie under the service's data roots."""
