@@ -155,6 +155,23 @@ PLOTS_FIT = """() => {
 }"""
 
 
+# Pairs of a cell drawing's edge labels, or of a label and a node box, that overlap on screen (by more
+# than half a pixel, what rounding can leave): text drawn over text cannot be read.
+LABEL_CLASHES = """(drawing) => {
+  const boxes = [...drawing.querySelectorAll('text.edge-label')].map((t) => ['label ' + t.textContent, t.getBBox()]);
+  const nodes = [...drawing.querySelectorAll('g.node rect')].map((r) => ['node', r.getBBox()]);
+  const hit = (a, b) => a.x + 0.5 < b.x + b.width && b.x + 0.5 < a.x + a.width &&
+                        a.y + 0.5 < b.y + b.height && b.y + 0.5 < a.y + a.height;
+  const clashes = [];
+  boxes.forEach(([name, box], i) => {
+    for (const [other, obox] of [...boxes.slice(i + 1), ...nodes]) {
+      if (hit(box, obox)) clashes.push(name + ' / ' + other);
+    }
+  });
+  return clashes;
+}"""
+
+
 def _click_front_point(page, ids: list[int]) -> int:
     """A real mouse click on the front point farthest on screen from every other plotted point (plotly
     picks the nearest point of any trace, and a search puts many candidates close to its front); its id."""
@@ -213,6 +230,7 @@ def test_the_front_plot_shows_the_front_and_a_click_opens_the_candidate(watched,
     edges = detail["architecture"]["cell"]["edges"]
     assert drawings.locator("g.edge").count() == len(edges) == 6
     assert drawings.locator("g.edge.dead").count() == sum(not e["live"] for e in edges)
+    assert drawings.first.evaluate(LABEL_CLASHES) == []
     metrics = page.locator("#candidate-metrics").inner_text()
     assert f"{detail['objectives']['acc']:.2f} %" in metrics and "FLOPs" in metrics
     for fmt in detail["exports"]:
@@ -234,12 +252,13 @@ def test_a_nasnet_candidate_shows_its_normal_and_reduction_cells(watched, servic
     panel.locator("h2", has_text=f"Candidate #{chosen}").wait_for()
     cells = panel.locator("svg.cell-drawing")
     assert [cells.nth(i).get_attribute("data-cell") for i in range(cells.count())] == ["normal", "reduction"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    panel.screenshot(path=str(ARTIFACTS / "dashboard_nasnet_cells.png"))  # before the checks: what was seen
     architecture = service.get(f"/searches/{service.nasnet}/candidates/{chosen}")["architecture"]
     for i, name in enumerate(("normal", "reduction")):
         assert cells.nth(i).locator("g.edge").count() == len(architecture[name]["edges"])
         assert cells.nth(i).locator("g.node").count() == len(architecture[name]["nodes"])
-    ARTIFACTS.mkdir(exist_ok=True)
-    panel.screenshot(path=str(ARTIFACTS / "dashboard_nasnet_cells.png"))
+        assert cells.nth(i).evaluate(LABEL_CLASHES) == [], name
 
 
 def test_changing_an_axis_replots_and_the_history_slider_replays_generations(watched, service):

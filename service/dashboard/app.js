@@ -722,6 +722,9 @@
 
   // ---------------------------------------------------------------- candidate panel
 
+  // Records for the service's own checks, not for reading: the logits every export is held to.
+  const UNSHOWN_METRICS = new Set(["check_outputs"]);
+
   function candidateView(c, detail, onClose) {
     const shown = new Set();
     const rows = [];
@@ -738,7 +741,7 @@
     }
     const accInfo = infoOf(detail, "acc");
     for (const [name, value] of Object.entries(c.metrics || {})) {
-      if (shown.has(name)) continue;
+      if (shown.has(name) || UNSHOWN_METRICS.has(name)) continue;
       rows.push(metricRow(name.replace(/_/g, " "), formatMetric(name, value, accInfo, detail), value, false, null));
     }
 
@@ -868,8 +871,14 @@
       bounds.y1 = Math.max(bounds.y1, apex.y + 6);
       if (c.e.op === "concat") continue;
       const width = c.e.op.length * CHAR_W + 6;
-      const spots = [0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8].map((t) => box(bezier(c, t), width, LABEL_H));
-      c.label = spots.reduce((best, spot) => (clash(spot, taken) < clash(best, taken) ? spot : best));
+      // Along the edge from the middle out, then a row above or below it, then two: the first spot that
+      // overlaps nothing wins, else the one that overlaps least.
+      const spots = [0, -1, 1, -2, 2].flatMap((row) => [0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8].map((t) => {
+        const at = bezier(c, t);
+        return box({ x: at.x, y: at.y + row * (LABEL_H + 1) }, width, LABEL_H);
+      }));
+      c.label = spots.find((spot) => clash(spot, taken) === 0)
+        || spots.reduce((best, spot) => (clash(spot, taken) < clash(best, taken) ? spot : best));
       taken.push(c.label);
       bounds.y0 = Math.min(bounds.y0, c.label.y0);
       bounds.y1 = Math.max(bounds.y1, c.label.y1);
