@@ -31,6 +31,13 @@ def _one_of(names: object) -> dict[str, Any]:
     return {"json_schema_extra": {"enum": list(names)}}  # type: ignore[call-overload]
 
 
+def _options_schema(schema: dict[str, Any]) -> None:
+    """Each method's options as its options model takes them, and no other key."""
+    schema["properties"] = {name: {k: v for k, v in m.options.model_json_schema().items() if k != "title"}
+                            for name, m in methods_registry.METHODS.items()}
+    schema["additionalProperties"] = False
+
+
 def _keys_among(names: object) -> dict[str, Any]:
     return {"json_schema_extra": {"propertyNames": {"enum": list(names)}}}  # type: ignore[call-overload]
 TABLE_OBJECTIVES = ("acc", "flops", "params")
@@ -41,7 +48,20 @@ NAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-class TrainingSpec(BaseModel):
+class _JsonTypes(BaseModel):
+    """A number field takes a JSON number only, as the schema says: lax pydantic would read false as 0 and
+    "3" as 3. (Strict mode would too, but would lose the "finite number" message for NaN.)"""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        numeric = cls.model_fields[info.field_name].annotation in (int, float, int | None, float | None)
+        if numeric and isinstance(value, bool | str):
+            raise ValueError(f"a number is needed here, got {value!r}")
+        return value
+
+
+class TrainingSpec(_JsonTypes):
     """The proxy training every candidate gets."""
 
     model_config = FINITE
@@ -73,7 +93,7 @@ class TrainingSpec(BaseModel):
                                description="store each trained network's weights, so that it can be exported")
 
 
-class ResourcesSpec(BaseModel):
+class ResourcesSpec(_JsonTypes):
     """What one evaluation asks of its worker."""
 
     model_config = FINITE
@@ -82,7 +102,7 @@ class ResourcesSpec(BaseModel):
     gpus_per_eval: float = Field(0.0, ge=0, le=16, description="GPUs per evaluation, fractions allowed")
 
 
-class PruningSpec(BaseModel):
+class PruningSpec(_JsonTypes):
     """The pruning genome's choices: every candidate carries one method (or none) and one budget."""
 
     model_config = FINITE
@@ -96,7 +116,7 @@ class PruningSpec(BaseModel):
                                    description="also search the networks unpruned, on the same front")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, max_length=16,
                                                description="per method: its hyperparameters",
-                                               **_keys_among(methods_registry.METHODS))
+                                               json_schema_extra=_options_schema)
 
     @field_validator("methods")
     @classmethod
@@ -139,8 +159,24 @@ class PruningSpec(BaseModel):
         return ((search_spaces.UNPRUNED,) if self.include_unpruned else ()) + tuple(self.methods)
 
 
-class SearchSpec(BaseModel):
-    model_config = FINITE
+def _rules_between_fields(schema: dict[str, Any]) -> None:
+    """The rules of `SearchSpec._combinations` that JSON Schema can state, for a generated client.
+    A batch no larger than the evaluations it cannot: that one the server alone answers (422)."""
+    keeps_best = [n for n, m in methods_registry.METHODS.items() if m.keeps_best]
+    schema["properties"]["constraints"]["properties"] = {"min_acc": {"type": "number", "minimum": 0, "maximum": 100}}
+    schema["allOf"] = [
+        {"if": {"properties": {"algorithm": {"enum": [a for a in ALGORITHM_NAMES if a != "surrogate"]}},
+                "required": ["algorithm"]},
+         "then": {"properties": {"batch": {"type": "null"}}}},
+        {"if": {"properties": {"training": {"properties": {"patience": {"type": "integer"}}, "required": ["patience"]}},
+                "required": ["training"]},
+         "then": {"properties": {"pruning": {"type": "object", "properties": {"methods": {"contains": {
+             "enum": keeps_best}}}}}, "required": ["pruning"]}},
+    ]
+
+
+class SearchSpec(_JsonTypes):
+    model_config = ConfigDict(**FINITE, json_schema_extra=_rules_between_fields)
 
     name: str | None = Field(None, max_length=200, description=(
         "at most 200 characters, without control or invisible formatting characters"))

@@ -23,6 +23,9 @@ def test_defaults_are_a_valid_nasnet_search_on_digits():
     ({"batch": 41, "evaluations": 40}, "batch: 41 candidates at a time is more than the whole budget of 40"),
     ({"batch": 4, "algorithm": "nsga2"}, "batch: only the surrogate search asks in batches"),
     ({"training": {"patience": 3}}, "training.patience: only pruning methods that keep their best epoch"),
+    ({"seed": False}, "seed: a number is needed here, got False"),  # lax pydantic read it as 0
+    ({"training": {"lr": "0.1"}}, "training.lr: a number is needed here, got '0.1'"),
+    ({"overlap": "yes"}, "overlap: Input should be a valid boolean"),
 ])
 def test_invalid_fields_are_named(values, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(")):
