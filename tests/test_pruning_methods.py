@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -52,7 +53,14 @@ def test_global_budget_methods_keep_exactly_the_budget(digits, method, training)
 
 
 def test_reparam_cut_before_it_reached_its_budget_says_so(digits, caplog):
-    out = methods.prune(backbone("conv2", digits), digits, "reparam", 0.1, None, SHORT, 0, CPU)
+    # On the method's own logger: other tests of the session may leave the root's handlers changed.
+    logger = logging.getLogger("dvolver.pruning.methods")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            out = methods.prune(backbone("conv2", digits), digits, "reparam", 0.1, None, SHORT, 0, CPU)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert out.details["kept_before_cut"] > 0.15
     assert "train longer" in caplog.text and "when cut to 10.0 %" in caplog.text
 
