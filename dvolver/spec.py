@@ -108,9 +108,11 @@ class PruningSpec(_JsonTypes):
     model_config = FINITE
 
     methods: list[Annotated[str, Field(**_one_of(methods_registry.METHODS))]] = Field(
-        ..., min_length=1, max_length=16, description=f"pruning methods among {', '.join(methods_registry.METHODS)}")
+        ..., min_length=1, max_length=16, json_schema_extra={"uniqueItems": True},
+        description=f"pruning methods among {', '.join(methods_registry.METHODS)}")
     budgets: list[Annotated[float, Field(json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})]] = Field(
         default_factory=lambda: [0.5, 0.2, 0.1, 0.05, 0.03], min_length=1, max_length=64,
+        json_schema_extra={"uniqueItems": True},
         description="fractions kept, each in (0, 1]; 0.1 prunes 90%")
     include_unpruned: bool = Field(True, strict=True,
                                    description="also search the networks unpruned, on the same front")
@@ -186,9 +188,10 @@ class SearchSpec(_JsonTypes):
         "'digits', an .npz file or a CIFAR-10 python-format folder; a service reads only files under its "
         "data roots, and looks a relative path up under them"))
     objectives: list[Annotated[str, Field(**_one_of(OBJECTIVES))]] = Field(
-        default_factory=lambda: ["acc", "flops"], max_length=16, json_schema_extra={"minItems": 1})
-    # NaN let through to _constraints, whose message says what a bound must be.
-    constraints: dict[str, Annotated[float, Field(allow_inf_nan=True)]] = Field(
+        default_factory=lambda: ["acc", "flops"], max_length=16, json_schema_extra={"minItems": 1, "uniqueItems": True})
+    # NaN let through to _constraints, whose message says what a bound must be. Strict: a bound is a JSON
+    # number, as the schema says; lax pydantic would read true as 1 and "3" as 3.
+    constraints: dict[str, Annotated[float, Field(allow_inf_nan=True, strict=True)]] = Field(
         default_factory=dict, max_length=16, **_keys_among(CONSTRAINTS))
     algorithm: str = Field("surrogate", **_one_of(ALGORITHM_NAMES))
     population: int = Field(12, ge=2, le=100_000)

@@ -48,7 +48,7 @@ def _budget(text: str) -> tuple[str, float]:
         value = float(bound)
     except ValueError:
         value = math.nan
-    if objective not in OBJECTIVES or OBJECTIVES[objective].direction != "min" or not math.isfinite(value):
+    if objective not in OBJECTIVES or OBJECTIVES[objective].direction != "min" or math.isnan(value):
         costs = ", ".join(o for o, d in OBJECTIVES.items() if d.direction == "min")
         raise _query_error("best_under", f"best_under must be OBJECTIVE:BOUND with OBJECTIVE among {costs}, "
                                          f"e.g. flops:5e6; got {text!r}")
