@@ -26,6 +26,8 @@ def test_defaults_are_a_valid_nasnet_search_on_digits():
     ({"seed": False}, "seed: a number is needed here, got False"),  # lax pydantic read it as 0
     ({"training": {"lr": "0.1"}}, "training.lr: a number is needed here, got '0.1'"),
     ({"overlap": "yes"}, "overlap: Input should be a valid boolean"),
+    ({"constraints": {"max_flops": True}}, "constraints.max_flops: Input should be a valid number"),  # not 1
+    ({"constraints": {"max_flops": "5e6"}}, "constraints.max_flops: Input should be a valid number"),
 ])
 def test_invalid_fields_are_named(values, message):
     with pytest.raises(SpecError, match=message.replace("(", r"\(")):

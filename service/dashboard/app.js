@@ -198,6 +198,29 @@
   const hv = (value) => (typeof value === "number" ? value.toFixed(4) : "—");
   const badge = (status) => el("span", { class: `badge status-${status}` }, status);
 
+  // Two hypervolumes: the engine's own, normalised by a search's first generation (it follows that
+  // search's progress but not comparable between searches), and the API's shared one, which is.
+  const SHARED_HV_TITLE = "Hypervolume of the search's front on a reference point shared by every search of the "
+    + "same space, data and objectives: per objective the worst value any of their feasible candidates reached, "
+    + "padded by 10 % of the range. Shown as the share (0 to 1) of the box from the best values to that point that "
+    + "the front dominates, so searches of one problem compare.";
+  const OWN_HV_TITLE = "Hypervolume normalised by the range of this search's own first generation (reference 1.1): "
+    + "it follows this search's progress, but does not compare with other searches; see HV (shared ref.).";
+
+  function sharedHvTitle(shared, detail) {
+    if (!shared) return `${SHARED_HV_TITLE}\nNo feasible candidate yet.`;
+    const one = ([name, value]) => {
+      const info = infoOf(detail, name);
+      return `${shortName(name, info)} ${formatObjective(name, value, info)}`;
+    };
+    const point = (values) => Object.entries(values).map(one).join(", ");
+    return `${SHARED_HV_TITLE}\nReference: ${point(shared.reference)}; best: ${point(shared.ideal)}.`
+      + `\nShared by ${shared.searches.map((id) => `#${id}`).join(", ")}.`;
+  }
+
+  const sharedHv = (shared, detail) => el("span", { class: "shared-hv", title: sharedHvTitle(shared, detail) },
+    hv(shared?.value));
+
   function progressBar(progress) {
     const { evaluations = 0, budget = 0 } = progress || {};
     return el("span", { class: "progress" },
@@ -369,8 +392,9 @@
     root.append(el("section", { class: "card" },
       el("div", { class: "toolbar" }, el("h1", {}, "Searches"), compare),
       el("div", { class: "table-scroll" }, el("table", { id: "search-list", class: "grid" },
-        el("thead", {}, el("tr", {}, ["", "ID", "Name", "Owner", "Status", "Space", "Objectives", "Progress", "Front",
-          "Hypervolume", "Created"].map((t, i) => el("th", { scope: "col", class: i ? null : "narrow" }, t)))),
+        el("thead", {}, el("tr", {}, [["", null], ["ID"], ["Name"], ["Owner"], ["Status"], ["Space"], ["Objectives"],
+          ["Progress"], ["Front"], ["HV (shared ref.)", SHARED_HV_TITLE], ["Created"]].map(([t, title], i) => el("th",
+          { scope: "col", class: i ? null : "narrow", title }, t)))),
         tbody)),
       empty, pager));
 
@@ -397,7 +421,7 @@
         el("td", {}, (s.objectives || []).join(", ")),
         el("td", {}, progressBar(p)),
         el("td", { class: "num" }, p.front_size ?? "—"),
-        el("td", { class: "num" }, hv(p.hypervolume)),
+        el("td", { class: "num" }, sharedHv(s.shared_hypervolume, s)),
         el("td", { class: "muted" }, when(s.created_at)));
     }
 
@@ -490,7 +514,11 @@
       el("details", { id: "front-table" }, el("summary", {}, "Front as a table"),
         el("div", { class: "table-scroll" }, el("table", { class: "grid compact" },
           el("thead", {}, el("tr", {}, th("Candidate"), th("", "front-x"), th("", "front-y"))), frontTable))));
-    const hvSection = el("section", { class: "card" }, el("h2", {}, "Hypervolume over evaluations"), hvPlot, hvEmpty);
+    const hvSection = el("section", { class: "card" },
+      el("h2", { title: OWN_HV_TITLE }, "Hypervolume over evaluations"),
+      el("p", { class: "plot-note muted" }, "normalised by this search's first generation: follows its progress, "
+        + "does not compare between searches"),
+      hvPlot, hvEmpty);
     const historySection = el("section", { class: "card" }, el("h2", {}, "Front evolution"),
       el("label", { for: "history-slider", class: "slider-label" }, "Generation"), slider, sliderText, historyPlot);
     root.append(head, el("div", { class: "search-body" },
@@ -506,7 +534,9 @@
         el("dl", { class: "facts" },
           fact("Space", d.space), fact("Dataset", d.dataset), fact("Objectives", (d.objectives || []).join(", ")),
           fact("Owner", d.owner || "—"), fact("Front size", d.progress?.front_size ?? "—"),
-          fact("Hypervolume", hv(d.progress?.hypervolume)), fact("Created", when(d.created_at)),
+          fact("HV (shared ref.)", sharedHv(d.shared_hypervolume, d)),
+          fact("HV (own ref.)", el("span", { title: OWN_HV_TITLE }, hv(d.progress?.hypervolume))),
+          fact("Created", when(d.created_at)),
           fact("Queued for", duration(t.queued_seconds)), fact("Running for", duration(t.running_seconds)),
           fact("Finished", when(d.finished_at))),
         d.error ? el("p", { class: "error" }, d.error) : null);
@@ -1005,12 +1035,14 @@
     const state = { ...defaultAxes(merged) };
     const axes = el("div", { class: "axes" });
     const plot = el("div", { id: "compare-plot", class: "plot", "data-testid": "compare-plot" });
-    const legend = el("ul", { class: "compare-legend" }, details.map((d, i) => el("li", {},
+    const legend = el("ul", { class: "compare-legend" }, details.map((d, i) => el("li", { "data-search-id": d.id },
       el("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }),
       el("a", { href: `#/searches/${d.id}` }, `#${d.id}${d.name ? ` ${d.name}` : ""}`), " ", badge(d.status),
-      el("span", { class: "muted" }, ` ${d.space} · ${d.dataset} · front ${d.progress?.front_size ?? "—"}`))));
+      el("span", { class: "muted" }, ` ${d.space} · ${d.dataset} · front ${d.progress?.front_size ?? "—"}`
+        + ` · ${d.progress?.evaluations ?? 0} evaluations · `),
+      el("span", { class: "muted" }, "HV (shared ref.) ", sharedHv(d.shared_hypervolume, d)))));
     root.append(el("section", { class: "card" },
-      el("div", { class: "toolbar" }, el("h2", {}, "Fronts"), axes), legend, plot,
+      el("div", { class: "toolbar" }, el("h2", {}, "Fronts"), axes), legend, comparableNote(details), plot,
       el("p", { class: "muted" }, "Click a point to open that candidate in its search.")));
 
     const renderAxes = () => axes.replaceChildren(
@@ -1057,6 +1089,14 @@
         location.hash = `#/searches/${point.data.meta}?candidate=${point.customdata}`;
       }
     });
+  }
+
+  // Searches of different problems are measured on different references: their HVs do not compare.
+  function comparableNote(details) {
+    const groups = new Set(details.map((d) => JSON.stringify(d.shared_hypervolume?.searches || [d.id])));
+    if (groups.size < 2) return null;
+    return el("p", { id: "hv-not-comparable", class: "muted" }, "These searches are not all of the same problem "
+      + "(space, data and objectives): their HV (shared ref.) values are on different references and do not compare.");
   }
 
   // ---------------------------------------------------------------- router
