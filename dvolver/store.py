@@ -274,6 +274,27 @@ class Store:
         with self._session() as s:
             return int(s.scalar(_search_filter(select(func.count(SearchRow.id)), status, owner)) or 0)
 
+    def search_specs(self, owner: str | None = None) -> list[tuple[int, datetime, dict[str, Any]]]:
+        """(id, created_at, spec) of every search (of `owner`), without stats or versions: enough to
+        tell which searches are of the same problem, and cheap to read on every list request."""
+        with self._session() as s:
+            query = _search_filter(select(SearchRow.id, SearchRow.created_at, SearchRow.spec), None, owner)
+            return [(int(i), _utc(at), spec) for i, at, spec in s.execute(query.order_by(SearchRow.id))]
+
+    def candidate_counts_of(self, search_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
+        """candidate_counts for many searches in one query; a search without candidates is (0, 0)."""
+        ids = list(search_ids)
+        counts = dict.fromkeys(ids, (0, 0))
+        if not ids:
+            return counts
+        with self._session() as s:
+            rows = s.execute(select(
+                CandidateRow.search_id, func.count(CandidateRow.id),
+                func.count(CandidateRow.id).filter(CandidateRow.status.in_(FINAL_STATUSES)),
+            ).where(CandidateRow.search_id.in_(ids)).group_by(CandidateRow.search_id))
+            counts.update({int(i): (int(total), int(final)) for i, total, final in rows})
+        return counts
+
     def set_status(self, search_id: int, status: str, error: str | None = None, holder: str | None = None) -> bool:
         """Moves a search to `status`. With `holder`, only while that runner still holds it running:
         a runner that lost its search must not overwrite what the new holder writes. True if moved."""

@@ -22,7 +22,7 @@ from .guard import BodyGuard
 from .paths import resolved_roots
 from .routes import dashboard, docs, events, health, results, searches, submit
 from .settings import Settings
-from .views import Exports, Snapshots
+from .views import Exports, SharedHypervolumes, Snapshots
 
 ERROR_STATUS: list[tuple[type[DvolverError], int]] = [
     (NotFoundError, 404), (ConflictError, 409), (SpecError, 422), (StoreError, 503), (DvolverError, 400),
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = Store(settings.db)
     app.state.snapshots = Snapshots(app.state.store)
     app.state.exports = Exports(app.state.store)
+    app.state.shared_hypervolumes = SharedHypervolumes(app.state.store, app.state.snapshots)
     app.include_router(submit.router(app.state.data_roots))
     for module in (health, searches, results, events, dashboard, docs):
         app.include_router(module.router)

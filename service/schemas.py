@@ -7,7 +7,7 @@ from pathlib import Path as PathLib
 from typing import Annotated, Any
 
 from fastapi import Path
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from dvolver import spec as dvolver_spec
 
@@ -18,7 +18,27 @@ class Progress(BaseModel):
     evaluations: int
     budget: int
     front_size: int
-    hypervolume: float | None
+    hypervolume: float | None = Field(description=(
+        "the front's hypervolume normalised by the range of this search's own first generation (reference 1.1 "
+        "in each objective): it follows one search's progress, but two searches' values are on different "
+        "scales; compare searches with shared_hypervolume"))
+
+
+class SharedHypervolume(BaseModel):
+    """The front's hypervolume on a reference point shared by every search of the same problem (space,
+    table or dataset, objectives) that the caller can see, so that their values compare."""
+
+    value: float | None = Field(description=(
+        "the share, in [0, 1], of the box from `ideal` to `reference` that the search's front dominates; "
+        "null while it has no front"))
+    ideal: dict[str, float] = Field(description=(
+        "per objective, the best value any feasible candidate of the group reached"))
+    reference: dict[str, float] = Field(description=(
+        "per objective, the worst value any feasible candidate of the group reached, moved `margin` of the "
+        "ideal-to-worst range further (of the value's size where that range is empty)"))
+    margin: float
+    searches: list[int] = Field(description=(
+        "the searches measured on this reference; it moves when one of them finds a new best or worst value"))
 
 
 class SearchSummary(BaseModel):
@@ -30,6 +50,9 @@ class SearchSummary(BaseModel):
     dataset: str
     objectives: list[str]
     progress: Progress
+    shared_hypervolume: SharedHypervolume | None = Field(None, description=(
+        "given by GET /searches and GET /searches/{id}; null elsewhere, and while no search of the group "
+        "has a feasible candidate"))
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -1,5 +1,5 @@
-"""What the routes return: store rows turned into response bodies, and the per-search cache that
-keeps reads of large searches fast.
+"""What the routes return: store rows turned into response bodies, and the per-search caches that
+keep reads of large searches fast.
 
 Final candidate rows never change, so (rows, final rows) identifies a search's candidates: a
 cached view is reused until that pair moves.
@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from dvolver.engine import minimised, pareto_front
+from dvolver.engine import feasible, minimised, pareto_front
+from dvolver.errors import NotFoundError
 from dvolver.export import Exported, export_candidate
 from dvolver.jsonable import finite
 from dvolver.objectives import OBJECTIVES
-from dvolver.pareto import knee_point
+from dvolver.pareto import hypervolume, knee_point, normalise
 from dvolver.spec import SearchSpec
 from dvolver.store import Candidate, Search, Store
 
@@ -127,6 +128,141 @@ class Exports:
         return out
 
 
+# The shared reference sits this share of the group's range past the worst value seen (as the
+# engine's own hypervolume does, at 1.1 of its normalised box).
+REFERENCE_MARGIN = 0.1
+
+
+def problem(spec: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    """What a search measures: its space, where its accuracies come from (the table a table search
+    looks them up in, else the dataset) and its objectives. Searches with the same problem may
+    differ in algorithm, budget, seed or training and are still compared; different problems never."""
+    table = (spec.get("space_options") or {}).get("table")
+    data = f"table {table}" if table else f"dataset {spec.get('dataset', '')}"
+    return spec["space"], data, tuple(sorted(spec["objectives"]))
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What the shared hypervolume needs of one search, in minimised objectives (problem order):
+    its front, and the corners of the box its feasible candidates span (None when it has none)."""
+
+    key: tuple[Any, ...]  # the Snapshot key it was made from
+    front: np.ndarray
+    low: np.ndarray | None
+    high: np.ndarray | None
+
+
+def digest(snapshot: Snapshot, objectives: list[str]) -> Digest:
+    seen = np.array([minimised(c, objectives) for c in snapshot.candidates if feasible(c, snapshot.spec)],
+                    dtype=float).reshape(-1, len(objectives))
+    seen = seen[np.isfinite(seen).all(axis=1)]
+    front = np.array([minimised(c, objectives) for c in snapshot.front], dtype=float).reshape(-1, len(objectives))
+    front = front[np.isfinite(front).all(axis=1)]
+    if not len(seen):
+        return Digest(snapshot.key, front, None, None)
+    return Digest(snapshot.key, front, seen.min(axis=0), seen.max(axis=0))
+
+
+def shared_box(digests: list[Digest]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ideal, reference) in minimised objectives: the best and the worst values any of the searches'
+    feasible candidates reached, the worst padded by REFERENCE_MARGIN of the range (of its size where
+    the range is empty), so that every front point adds volume."""
+    spans = [(d.low, d.high) for d in digests if d.low is not None]
+    if not spans:
+        return None
+    ideal = np.min([low for low, _ in spans], axis=0)
+    nadir = np.max([high for _, high in spans], axis=0)
+    width = np.where(nadir > ideal, nadir - ideal, np.maximum(np.abs(nadir), 1.0))
+    return ideal, nadir + REFERENCE_MARGIN * width
+
+
+def shared_value(front: np.ndarray, ideal: np.ndarray, reference: np.ndarray) -> float | None:
+    """The front's hypervolume as a share of the ideal-to-reference box: 1 is a front at the ideal
+    point, 0 one that dominates nothing inside the box."""
+    if not len(front):
+        return None
+    return hypervolume(normalise(front, ideal, reference), np.ones(len(reference)))
+
+
+class SharedHypervolumes:
+    """Hypervolumes that compare across searches: every search of one problem, among those the caller
+    can see, is measured on the same reference point.
+
+    The reference depends on every candidate of the group, so each search's digest is cached under
+    its Snapshot key, and a list request reads only the searches' specs and candidate counts (two
+    queries) unless a search has changed; the values are cached under the reference they use.
+    """
+
+    def __init__(self, store: Store, snapshots: Snapshots, size: int = 1024) -> None:
+        self.store, self.snapshots, self.size = store, snapshots, size
+        self._digests: OrderedDict[int, Digest] = OrderedDict()
+        self._values: OrderedDict[tuple[Any, ...], float | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def of(self, searches: list[Search], owner: str | None) -> dict[int, schemas.SharedHypervolume]:
+        """The shared hypervolume of each of `searches`, its group being the searches `owner` can see
+        (every search for None) that have its problem."""
+        wanted = {problem(s.spec) for s in searches}
+        groups: dict[tuple[Any, ...], list[tuple[int, datetime]]] = {}
+        for sid, created, spec in self.store.search_specs(owner):
+            if problem(spec) in wanted:
+                groups.setdefault(problem(spec), []).append((sid, created))
+        counts = self.store.candidate_counts_of(sid for members in groups.values() for sid, _ in members)
+        given = {s.id: s for s in searches}
+        out: dict[int, schemas.SharedHypervolume] = {}
+        for key, members in groups.items():
+            objectives = list(key[2])
+            digests = {sid: self._digest(given.get(sid), sid, (created, *counts[sid]), objectives)
+                       for sid, created in members}
+            box = shared_box([d for d in digests.values() if d is not None])
+            if box is None:
+                continue
+            ideal, reference = box
+            for s in searches:
+                if s.id in digests and digests[s.id] is not None:
+                    out[s.id] = schemas.SharedHypervolume(
+                        value=self._value(s.id, digests[s.id], ideal, reference),
+                        ideal=_natural(objectives, ideal), reference=_natural(objectives, reference),
+                        searches=sorted(digests), margin=REFERENCE_MARGIN)
+        return out
+
+    def _digest(self, search: Search | None, search_id: int, key: tuple[Any, ...],
+                objectives: list[str]) -> Digest | None:
+        with self._lock:
+            cached = self._digests.get(search_id)
+        if cached is not None and cached.key == key:
+            return cached
+        try:
+            search = search or self.store.get_search(search_id)
+        except NotFoundError:
+            return None  # deleted since its spec was read
+        made = digest(self.snapshots.get(search), objectives)
+        with self._lock:
+            self._digests[search_id] = made
+            self._digests.move_to_end(search_id)
+            while len(self._digests) > self.size:
+                self._digests.popitem(last=False)
+        return made
+
+    def _value(self, search_id: int, d: Digest, ideal: np.ndarray, reference: np.ndarray) -> float | None:
+        key = (search_id, d.key, ideal.tobytes(), reference.tobytes())
+        with self._lock:
+            if key in self._values:
+                return self._values[key]
+        value = shared_value(d.front, ideal, reference)
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
+
+
+def _natural(objectives: list[str], minimised_values: np.ndarray) -> dict[str, float]:
+    """Minimised values back in each objective's own direction and unit (accuracy in percent, not negated)."""
+    return {o: OBJECTIVES[o].minimised(float(v)) for o, v in zip(objectives, minimised_values)}
+
+
 def _snapshot(key: tuple[Any, ...], spec: SearchSpec, candidates: list[Candidate], by_id: dict[int, Candidate],
               front_pool: list[Candidate]) -> Snapshot:
     first = spec.objectives[0]
@@ -135,7 +271,7 @@ def _snapshot(key: tuple[Any, ...], spec: SearchSpec, candidates: list[Candidate
                     frozenset(c.id for c in candidates if c.status == "pending"))
 
 
-def summary(search: Search) -> schemas.SearchSummary:
+def summary(search: Search, shared: schemas.SharedHypervolume | None = None) -> schemas.SearchSummary:
     stats, spec = search.stats, search.spec
     return schemas.SearchSummary(
         id=search.id, name=search.name, owner=search.owner, status=search.status, space=spec["space"],
@@ -143,8 +279,8 @@ def summary(search: Search) -> schemas.SearchSummary:
         progress=schemas.Progress(evaluations=stats.get("evaluations", 0), budget=spec["evaluations"],
                                   front_size=stats.get("front_size", 0),
                                   hypervolume=finite(stats.get("hypervolume"))),
-        created_at=search.created_at, started_at=search.started_at, finished_at=search.finished_at,
-        error=search.error)
+        shared_hypervolume=shared, created_at=search.created_at, started_at=search.started_at,
+        finished_at=search.finished_at, error=search.error)
 
 
 def _dataset(spec: dict[str, Any]) -> str:
@@ -165,10 +301,11 @@ OBJECTIVE_INFO = {
 }
 
 
-def detail(search: Search, last_event_id: int) -> schemas.SearchDetail:
+def detail(search: Search, last_event_id: int, shared: schemas.SharedHypervolume | None = None
+           ) -> schemas.SearchDetail:
     stats = {k: v for k, v in search.stats.items() if k != "hypervolume_history"}
     return schemas.SearchDetail(
-        **summary(search).model_dump(), spec=search.spec, stats=finite(stats),
+        **summary(search, shared).model_dump(), spec=search.spec, stats=finite(stats),
         timings=schemas.Timings(queued_seconds=_seconds(search.created_at, search.started_at),
                                 running_seconds=_seconds(search.started_at, search.finished_at)),
         hypervolume_history=finite(search.stats.get("hypervolume_history", [])), objective_info=OBJECTIVE_INFO,

@@ -1,7 +1,7 @@
 """The dashboard in a real Chromium against the real service and real searches.
 
-The store holds a finished NAS-Bench-201 table search (seconds, no training) and a tiny digits
-NASNet search (two cells to draw). Screenshots go to tests/artifacts/.
+The store holds two finished NAS-Bench-201 table searches of one problem (seconds, no training) and
+a tiny digits NASNet search (two cells to draw). Screenshots go to tests/artifacts/.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Service:
     nb201: int
     nasnet: int
     db: str
+    nb201_short: int  # a shorter random search of nb201's problem: the two share a hypervolume reference
 
     def get(self, path: str) -> dict:
         response = httpx.get(self.url + path, timeout=30)
@@ -84,12 +85,14 @@ def service(tmp_path_factory) -> Iterator[Service]:
 
     db = str(tmp_path_factory.mktemp("dashboard") / "dvolver.db")
     # Three objectives: the plotted front (flops, acc) is the front over all three, seen from one side.
-    nb201 = run_search({"name": "nb201 table", "space": "nb201", "space_options": {"table": str(NB201_TABLE)},
-                        "objectives": ["acc", "flops", "params"], "evaluations": 120, "population": 20},
+    problem = {"space": "nb201", "space_options": {"table": str(NB201_TABLE)}, "objectives": ["acc", "flops", "params"]}
+    nb201 = run_search(problem | {"name": "nb201 table", "evaluations": 120, "population": 20},
                        db=db, executor="inline")
     nasnet = run_search(TINY | {"name": "tiny digits"}, db=db, executor="inline")
+    short = run_search(problem | {"name": "nb201 random", "algorithm": "random", "evaluations": 30,
+                                  "population": 10}, db=db, executor="inline")
     with _serving(db, open_reads=True) as url:
-        yield Service(url, nb201.search_id, nasnet.search_id, db)
+        yield Service(url, nb201.search_id, nasnet.search_id, db, short.search_id)
 
 
 @pytest.fixture(scope="module")
@@ -416,3 +419,32 @@ def test_a_pruned_candidate_says_how_it_was_pruned_and_labels_its_costs_sparse(w
     assert "FLOPs (sparse)" in metrics or "flops (sparse)" in metrics.lower()
     assert panel.get_by_role("link", name="sparse").count() == 1
     assert watched.console_errors == [] and watched.foreign_requests == []
+
+
+def test_the_list_and_compare_show_each_search_s_hypervolume_on_the_shared_reference(watched, service):
+    page = watched.page
+    pair = sorted((service.nb201, service.nb201_short))
+    shared = {i: service.get(f"/searches/{i}")["shared_hypervolume"] for i in pair}
+    assert all(s["searches"] == pair for s in shared.values())
+    page.goto(service.url + "/")
+    header = page.locator("#search-list thead th").nth(9)
+    assert header.text_content() == "HV (shared ref.)" and "reference point shared" in header.get_attribute("title")
+    for search_id in pair:
+        cell = page.locator(f'#search-list [data-search-id="{search_id}"] td').nth(9)
+        assert cell.inner_text() == f"{shared[search_id]['value']:.4f}"
+        assert f"Shared by #{pair[0]}, #{pair[1]}." in cell.locator(".shared-hv").get_attribute("title")
+
+    # The compare legend: each search's evaluations and its value on the reference the two share.
+    page.goto(f"{service.url}/#/compare?ids={pair[0]},{pair[1]}")
+    page.wait_for_function("(document.getElementById('compare-plot')?.data || []).length === 4")
+    for search_id in pair:
+        evaluations = service.get(f"/searches/{search_id}")["progress"]["evaluations"]
+        legend = page.locator(f'.compare-legend [data-search-id="{search_id}"]').inner_text()
+        assert f"{evaluations} evaluations" in legend
+        assert f"HV (shared ref.) {shared[search_id]['value']:.4f}" in legend
+    assert page.locator("#hv-not-comparable").count() == 0
+    # Searches of different problems are each on their own reference, and the page says so.
+    page.goto(f"{service.url}/#/compare?ids={service.nb201},{service.nasnet}")
+    page.locator("#hv-not-comparable").wait_for()
+    assert watched.console_errors == []
+

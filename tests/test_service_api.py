@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
 import pytest
 
 from dvolver.client import ServiceClient
@@ -166,6 +167,9 @@ def test_front_knee_and_best_under_a_budget(service, table):
     assert [c["id"] for c in best["items"]] == [expected["id"]]
     none = http.get(f"/searches/{sid}/front", params={"best_under": "flops:1"}, headers=alice).json()
     assert none["items"] == [] and "cheapest" in none["note"]
+    # A bound too large for a float is no bound: the most accurate member (the schema's pattern admits it).
+    unbounded = http.get(f"/searches/{sid}/front", params={"best_under": "flops:1e999"}, headers=alice).json()
+    assert [c["id"] for c in unbounded["items"]] == [front[0]["id"]]
     bad = http.get(f"/searches/{sid}/front", params={"best_under": "acc:3"}, headers=alice)
     assert bad.status_code == 422 and "best_under" in bad.text
 
@@ -213,6 +217,61 @@ def test_points_and_history_for_the_plots(service, table):
     assert {m["id"] for m in history["generations"][-1]["front"]} == {c["id"] for c in front}
     thinned = http.get(f"/searches/{sid}/history", params={"max_generations": 2}, headers=alice).json()
     assert len(thinned["generations"]) == 2 and thinned["generations"][-1] == history["generations"][-1]
+
+
+def _run_as(store, owner: str, spec: dict) -> int:
+    """A search of `owner`'s, run to its end by the real engine in this process."""
+    from dvolver.api import versions
+    from dvolver.engine import run
+    from dvolver.executors import InlineExecutor
+    from dvolver.spec import SearchSpec
+
+    search_id = store.create_search(SearchSpec.from_dict(spec).model_dump(mode="json"), versions(), owner=owner)
+    run(store, search_id, InlineExecutor())
+    return search_id
+
+
+def _minimised_points(candidates: list[dict]) -> np.ndarray:
+    """(-acc, flops) of each candidate: both minimised, as pymoo's indicator takes them."""
+    return np.array([[-c["objectives"]["acc"], c["objectives"]["flops"]] for c in candidates], dtype=float)
+
+
+def test_searches_of_one_problem_share_a_hypervolume_reference(service, table):
+    """Two random searches on one table with one seed, 20 and 60 evaluations: the longer one met every
+    network the shorter one did, so its front dominates; on the shared reference its value is larger,
+    and both equal pymoo's hypervolume of their fronts on the reference computed here from the candidates."""
+    from pymoo.indicators.hv import HV
+
+    http, store = service["http"], service["store"]
+    erin = _auth(store.create_token("erin"))
+    spec = table_spec(table["path"], algorithm="random", population=10, seed=4)
+    short = _run_as(store, "erin", spec | {"evaluations": 20, "name": "short"})
+    long = _run_as(store, "erin", spec | {"evaluations": 60, "name": "long"})
+    assert {c.key for c in store.candidates(short)} <= {c.key for c in store.candidates(long)}
+
+    listed = {s["id"]: s for s in http.get("/searches", headers=erin).json()["items"]}
+    shared = {sid: listed[sid]["shared_hypervolume"] for sid in (short, long)}
+    # Alice's search of the same table is hers: it is not in erin's group, nor does it move erin's reference.
+    assert shared[short]["searches"] == shared[long]["searches"] == [short, long]
+    assert shared[short]["reference"] == shared[long]["reference"]
+    for sid in (short, long):
+        assert http.get(f"/searches/{sid}", headers=erin).json()["shared_hypervolume"] == shared[sid]
+
+    seen = np.concatenate([_minimised_points(http.get(f"/searches/{sid}/candidates", headers=erin,
+                                                      params={"status": "finished", "limit": 1000}).json()["items"])
+                           for sid in (short, long)])
+    ideal, nadir = seen.min(axis=0), seen.max(axis=0)
+    reference = nadir + 0.1 * (nadir - ideal)
+    assert shared[long]["ideal"] == pytest.approx({"acc": -ideal[0], "flops": ideal[1]})
+    assert shared[long]["reference"] == pytest.approx({"acc": -reference[0], "flops": reference[1]})
+
+    fronts = {sid: _minimised_points(http.get(f"/searches/{sid}/front", headers=erin).json()["items"])
+              for sid in (short, long)}
+    assert all(any((q <= p).all() for q in fronts[long]) for p in fronts[short])  # the long front dominates
+    box = np.prod(reference - ideal)
+    for sid in (short, long):
+        assert shared[sid]["value"] == pytest.approx(HV(ref_point=reference)(fronts[sid]) / box, rel=1e-9)
+    assert 0 < shared[short]["value"] < shared[long]["value"] <= 1
 
 
 def test_events_replay_the_journal_and_end(service, table):

@@ -66,12 +66,14 @@ def too_many(exc: LimitError, settings: Settings) -> HTTPException:
 def list_searches(request: Request, status: SearchStatus | None = None,
                   limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=2**31),
                   who: Caller = Depends(reader)) -> SearchPage:
-    """The caller's searches, newest first (every search, for an anonymous reader of an open service)."""
+    """The caller's searches, newest first (every search, for an anonymous reader of an open service),
+    each with its hypervolume on the reference it shares with the caller's other searches of its problem."""
     store = request.app.state.store
     limit = min(limit, request.app.state.settings.max_page)
     items = store.list_searches(status, who.owner, limit=limit, offset=offset, newest_first=True)
-    return SearchPage(items=[views.summary(s) for s in items], total=store.count_searches(status, who.owner),
-                      limit=limit, offset=offset)
+    shared = request.app.state.shared_hypervolumes.of(items, who.owner)
+    return SearchPage(items=[views.summary(s, shared.get(s.id)) for s in items],
+                      total=store.count_searches(status, who.owner), limit=limit, offset=offset)
 
 
 @router.get("/searches/{search_id}", response_model=SearchDetail, responses=errors(*READ))
@@ -79,7 +81,9 @@ def get_search(search_id: SearchId, request: Request, who: Caller = Depends(read
     store = request.app.state.store
     # Read before the search, so that an event between the two reads is sent again, never missed.
     last_event_id = store.last_event_id(search_id)
-    return views.detail(visible_search(store, search_id, who), last_event_id)
+    search = visible_search(store, search_id, who)
+    shared = request.app.state.shared_hypervolumes.of([search], who.owner)
+    return views.detail(search, last_event_id, shared.get(search.id))
 
 
 @router.post("/searches/{search_id}/cancel", response_model=SearchSummary, responses=errors(*WRITE))
