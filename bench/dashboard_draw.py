@@ -5,12 +5,19 @@ realistic-looking objectives and a front that improves generation by generation 
 nothing trained), serves it with the real service on a loopback port, opens `#/searches/ID` in
 headless Chromium and reads `window.dvolverFrontDrawnAt`: milliseconds from navigation start to the
 first paint after plotly has drawn the front plot. Reported for first visits (a fresh browser
-context each time: no HTTP cache, plotly.min.js fetched and parsed) and for reloads (cached), after
-one untimed visit that warms the service's per-search cache.
+context each time: no HTTP cache, plotly fetched and compiled) and for reloads (cached), after one
+untimed visit per bundle that warms the service's per-search cache.
 
-    python bench/dashboard_draw.py [--candidates 10000] [--repeat 5] [--chromium /usr/bin/chromium]
+The peer is the same dashboard with plotly.js's full bundle (the Python plotly package's 4.8 MB
+plotly.min.js, what the service served before it vendored the 1.2 MB basic bundle): a second
+service over the same store answers the bundle's URL with that file, the rest is the same. The two
+take turns visit by visit, so a change in the machine's load falls on both alike.
 
-Needs playwright (the Python package only; no browser download) and a Chromium binary.
+    python bench/dashboard_draw.py [--candidates 10000] [--repeat 5] [--bundles basic,full]
+                                   [--chromium /usr/bin/chromium]
+
+Needs playwright (the Python package only; no browser download), a Chromium binary, and for the
+peer the plotly Python package (`pip install -e '.[bench]'`).
 """
 
 from __future__ import annotations
@@ -27,21 +34,48 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
 from playwright.sync_api import sync_playwright
 
 from service.app import create_app
+from service.routes.dashboard import PLOTLY
 from service.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from large_search import fill  # noqa: E402
+from machine import header  # noqa: E402
 
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-def serve(db: str) -> tuple[uvicorn.Server, threading.Thread, str]:
+BUNDLE_URL = "/static/plotly-basic.min.js"
+
+
+def full_bundle() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("plotly") / "package_data" / "plotly.min.js"))
+
+
+def app_with(bundle: str, db: str) -> FastAPI:
+    """The real service, its plotly URL answering with `bundle` with the route's own headers. Both
+    bundles go through the same middleware, so that the two services differ in the file alone."""
+    app = create_app(Settings(db=db, open_reads=True))
+    path = full_bundle() if bundle == "full" else PLOTLY
+
+    @app.middleware("http")
+    async def serve_bundle(request: Request, call_next):
+        if request.url.path == BUNDLE_URL:
+            return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+        return await call_next(request)
+
+    return app
+
+
+def serve(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     host, port = sock.getsockname()
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(db=db, open_reads=True)), log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
@@ -65,17 +99,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--bundles", default="basic,full", help="basic (the service's), full (the peer), or both")
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
+    bundles = args.bundles.split(",")
+    sizes = {"basic": PLOTLY.stat().st_size} | ({"full": full_bundle().stat().st_size} if "full" in bundles else {})
+    print(header())
 
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{Path(tmp) / 'bench.db'}"
         t0 = time.perf_counter()
         search_id = fill(db, args.candidates)
         print(f"store: {args.candidates} candidates in {time.perf_counter() - t0:.1f} s")
-        server, thread, base = serve(db)
+        servers = {bundle: serve(app_with(bundle, db)) for bundle in bundles}
         try:
-            url = f"{base}/#/searches/{search_id}"
+            base = servers[bundles[0]][2]
             t0 = time.perf_counter()
             points = httpx.get(f"{base}/searches/{search_id}/points?x=flops&y=acc", timeout=60).json()
             cold_api = time.perf_counter() - t0
@@ -85,26 +123,36 @@ def main() -> None:
             print(f"GET /points: {len(points['front'])} front + {points['dominated_shown']} of "
                   f"{points['dominated_total']} dominated points; first {cold_api * 1000:.0f} ms "
                   f"(builds the service's cache), then {warm_api * 1000:.0f} ms")
+            first: dict[str, list[float]] = {b: [] for b in bundles}
+            reload: dict[str, list[float]] = {b: [] for b in bundles}
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=args.chromium, args=LAUNCH_ARGS)
-                first, reload = [], []
+                chromium = browser.version
                 for i in range(args.repeat + 1):
-                    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                    page = context.new_page()
-                    ms = draw_time(page, url)
-                    if i:  # the first visit is a warm-up
-                        first.append(ms)
-                        reload.append(reload_time(page))
-                    context.close()
+                    for bundle in bundles:  # in turns, so that the machine's load falls on both alike
+                        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                        page = context.new_page()
+                        ms = draw_time(page, f"{servers[bundle][2]}/#/searches/{search_id}")
+                        if i:  # the first visit of each is a warm-up
+                            first[bundle].append(ms)
+                            reload[bundle].append(reload_time(page))
+                        context.close()
                 browser.close()
         finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+            for server, thread, _ in servers.values():
+                server.should_exit = True
+                thread.join(timeout=10)
 
-    print(f"machine: {platform.machine()}, {platform.python_version()}, Chromium {args.chromium}")
-    for name, times in (("first visit (no HTTP cache)", first), ("reload (cached plotly.min.js)", reload)):
-        print(f"{name}: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms, "
-              f"runs {', '.join(f'{t:.0f}' for t in times)}")
+    print(f"Chromium {chromium} ({args.chromium}), {platform.machine()}, python {platform.python_version()}")
+    for bundle in bundles:
+        print(f"{bundle} bundle ({sizes[bundle] / 1e6:.2f} MB):")
+        for name, times in (("  first visit (no HTTP cache)", first[bundle]),
+                            ("  reload (cached plotly)", reload[bundle])):
+            print(f"{name}: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms, "
+                  f"runs {', '.join(f'{t:.0f}' for t in times)}")
+    if len(bundles) == 2:
+        ratio = statistics.median(first[bundles[0]]) / statistics.median(first[bundles[1]])
+        print(f"first visit, median {bundles[0]} / median {bundles[1]}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -317,7 +317,9 @@ def test_pages_log_no_errors_and_request_only_this_machine(watched, service):
     page.wait_for_timeout(300)
     assert watched.console_errors == []
     assert watched.foreign_requests == []
-    assert any(url.endswith("/static/plotly.min.js") for url in watched.requests)
+    # plotly.js's basic bundle, vendored; the Python package's full 4.8 MB bundle is not served any more.
+    assert any(url.endswith("/static/plotly-basic.min.js") for url in watched.requests)
+    assert not any(url.endswith("/static/plotly.min.js") for url in watched.requests)
 
 
 def test_a_running_search_updates_live_until_it_ends(watched, service):

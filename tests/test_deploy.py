@@ -282,6 +282,17 @@ def test_dockerfile_copies_everything_the_package_build_needs() -> None:
     assert order[0] == "COPY", "constraints.txt must be copied before pip reads it"
 
 
+def test_the_package_ships_every_dashboard_file() -> None:
+    """A non-editable install (the image's, a wheel's) holds only what package-data names: a dashboard
+    file outside its globs, such as the vendored plotly bundle in a folder of its own, would be missing."""
+    service = ROOT / "service"
+    shipped = {p for pattern in pyproject()["tool"]["setuptools"]["package-data"]["service"]
+               for p in service.glob(pattern) if p.is_file()}
+    files = {p for p in (service / "dashboard").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert (service / "dashboard" / "vendor" / "plotly-basic.min.js") in files
+    assert files <= shipped, f"not in the package: {sorted(str(p.relative_to(ROOT)) for p in files - shipped)}"
+
+
 def test_dockerfile_runs_unprivileged_with_a_writable_home() -> None:
     users = [rest for k, rest in dockerfile() if k == "USER"]
     # By number: Kubernetes' runAsNonRoot cannot check a user name.

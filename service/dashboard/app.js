@@ -274,13 +274,13 @@
 
   // ---------------------------------------------------------------- view lifetime
 
-  // plotly.min.js is megabytes of script: it loads after this file, so that data requests and its
-  // compilation overlap. Anything that plots waits for it.
+  // plotly-basic.min.js is still a megabyte of script: it loads after this file, so that data requests
+  // and its compilation overlap. Anything that plots waits for it.
   const plotlyReady = new Promise((resolve, reject) => {
     if (window.Plotly) return resolve(window.Plotly);
     const script = $("#plotly-script");
     script.addEventListener("load", () => resolve(window.Plotly));
-    script.addEventListener("error", () => reject(new Error("/static/plotly.min.js could not be loaded")));
+    script.addEventListener("error", () => reject(new Error(`${script.src} could not be loaded`)));
   });
   plotlyReady.catch(() => {}); // reported by the view that needs it, not as an unhandled rejection
 
