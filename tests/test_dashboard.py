@@ -1,7 +1,8 @@
 """The dashboard in a real Chromium against the real service and real searches.
 
 The store holds two finished NAS-Bench-201 table searches of one problem (seconds, no training) and
-a tiny digits NASNet search (two cells to draw). Screenshots go to tests/artifacts/.
+a tiny digits NASNet search (two cells to draw). Screenshots go to tests/artifacts/, and those of
+the layout tests under pytest's tmp_path.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -172,6 +173,72 @@ LABEL_CLASHES = """(drawing) => {
     }
   });
   return clashes;
+}"""
+
+
+# What a user would see as broken, as sentences: the page scrolling sideways; anything sticking out of
+# its card (what scrolls in a box of its own is checked as that box); cards overlapping one another or
+# the candidate panel; a plot's legend over its plot area, or its text cut off at the plot's edge.
+LAYOUT_PROBLEMS = """() => {
+  const problems = [];
+  // Not rendered, hidden, or in a closed <details>, whose content keeps its boxes but is not painted.
+  const shown = (n) => n.checkVisibility({visibilityProperty: true});
+  const name = (n) => n.id ? '#' + n.id : n.tagName.toLowerCase() +
+    (typeof n.className === 'string' && n.className.trim() ? '.' + n.className.trim().split(/\\s+/).join('.') : '');
+  const hit = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 1 &&
+                        Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 1;
+  const outside = (r, box, sideways) => r.width > 0 && r.height > 0 && (r.left < box.left - 1 ||
+    r.right > box.right + 1 || (!sideways && (r.top < box.top - 1 || r.bottom > box.bottom + 1)));
+  const scrolls = (n) => getComputedStyle(n).overflowX !== 'visible';
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth + 1) problems.push('the page scrolls sideways: ' + root.scrollWidth + ' px');
+  const cards = [...document.querySelectorAll('.card')].filter(shown);
+  for (const card of cards) {
+    const box = card.getBoundingClientRect();
+    const sideways = scrolls(card);  // a card that scrolls (the candidate panel) may be taller than its box
+    const walk = (node) => {
+      for (const child of node.children) {
+        if (!shown(child)) continue;
+        if (outside(child.getBoundingClientRect(), box, sideways)) {
+          problems.push(name(child) + ' sticks out of ' + name(card));
+        }
+        if (!(child instanceof SVGElement) && !scrolls(child)) walk(child);
+      }
+    };
+    walk(card);
+  }
+  cards.forEach((a, i) => cards.slice(i + 1).forEach((b) => {
+    if (!a.contains(b) && !b.contains(a) && hit(a.getBoundingClientRect(), b.getBoundingClientRect())) {
+      problems.push(name(a) + ' overlaps ' + name(b));
+    }
+  }));
+  for (const gd of [...document.querySelectorAll('.js-plotly-plot')].filter(shown)) {
+    const svg = gd.querySelector('.main-svg').getBoundingClientRect();
+    const area = gd.querySelector('.nsewdrag');
+    const legend = gd.querySelector('g.legend');
+    if (legend && area && hit(legend.getBoundingClientRect(), area.getBoundingClientRect())) {
+      problems.push(name(gd) + ': the legend lies over the plot area');
+    }
+    for (const text of gd.querySelector('.main-svg').querySelectorAll('text')) {
+      if (text.textContent.trim() && outside(text.getBoundingClientRect(), svg, false)) {
+        problems.push(name(gd) + ': "' + text.textContent + '" is cut off');
+      }
+    }
+  }
+  return problems;
+}"""
+
+# Rendered things outside the candidate panel that lie under it: covered by it, they cannot be seen.
+UNDER_THE_PANEL = """() => {
+  const panel = document.getElementById('candidate-panel');
+  if (!panel || !panel.offsetParent) return ['no candidate panel is open'];
+  const side = panel.getBoundingClientRect();
+  const hit = (r) => Math.min(r.right, side.right) - Math.max(r.left, side.left) > 1 &&
+                     Math.min(r.bottom, side.bottom) - Math.max(r.top, side.top) > 1;
+  return [...document.querySelectorAll('#view *')]
+    .filter((n) => !panel.contains(n) && !n.contains(panel) && n.checkVisibility({visibilityProperty: true}) &&
+                   hit(n.getBoundingClientRect()))
+    .map((n) => n.id ? '#' + n.id : n.tagName.toLowerCase());
 }"""
 
 
@@ -450,3 +517,56 @@ def test_the_list_and_compare_show_each_search_s_hypervolume_on_the_shared_refer
     page.locator("#hv-not-comparable").wait_for()
     assert watched.console_errors == []
 
+
+def _list_page(page, service: Service) -> None:
+    page.goto(service.url + "/")
+    for search_id in (service.nb201, service.nasnet, service.nb201_short):
+        page.locator(f'#search-list [data-search-id="{search_id}"]').wait_for()
+
+
+def _search_page(page, service: Service) -> None:
+    _open_search(page, service, service.nb201)
+    page.locator("#history-plot .main-svg").first.wait_for()
+    page.locator("#hv-plot .main-svg").first.wait_for()
+
+
+def _candidate_page(page, service: Service) -> None:
+    """The NASNet search's first front member open: the panel with the most to hold (two cells)."""
+    first = service.get(f"/searches/{service.nasnet}/front")["items"][0]["id"]
+    page.goto(f"{service.url}/#/searches/{service.nasnet}?candidate={first}")
+    page.locator("#candidate-panel svg.cell-drawing").nth(1).wait_for()
+    page.locator("#history-plot .main-svg").first.wait_for()
+
+
+def _compare_page(page, service: Service) -> None:
+    page.goto(f"{service.url}/#/compare?ids={service.nb201},{service.nb201_short},{service.nasnet}")
+    page.wait_for_function("(document.getElementById('compare-plot')?.data || []).length === 6")
+
+
+PAGES = {"list": _list_page, "search": _search_page, "candidate": _candidate_page, "compare": _compare_page}
+
+
+def _problems(page, check: str) -> list[str]:
+    """What `check` finds once the page has settled: plots redraw a frame or two after a resize."""
+    with suppress(sync_api.TimeoutError):
+        page.wait_for_function(f"() => ({check})().length === 0", timeout=3000)
+    return page.evaluate(check)
+
+
+@pytest.mark.parametrize("width", [1400, 1024])
+@pytest.mark.parametrize("name", list(PAGES))
+def test_each_page_fits_its_cards_and_nothing_lies_under_the_candidate_panel(watched, service, tmp_path, name,
+                                                                             width):
+    page = watched.page
+    page.set_viewport_size({"width": width, "height": 1000})
+    PAGES[name](page, service)
+    page.wait_for_function(PLOTS_FIT, timeout=5000)
+    shot = tmp_path / f"{name}-{width}.png"
+    page.screenshot(path=str(shot), full_page=True)  # before the checks: what was seen
+    print(f"screenshot: {shot}")
+    assert _problems(page, LAYOUT_PROBLEMS) == []
+    if name == "candidate":
+        assert _problems(page, UNDER_THE_PANEL) == []
+        drawings = page.locator("#candidate-panel svg.cell-drawing")
+        assert [drawings.nth(i).evaluate(LABEL_CLASHES) for i in range(drawings.count())] == [[], []]
+    assert watched.console_errors == []

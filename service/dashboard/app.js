@@ -306,11 +306,14 @@
       if (!this.alive) return;
       if (!div.dataset.plotted) {
         div.dataset.plotted = "1";
-        // Plotly follows window resizes only; the candidate panel opening narrows the plots too.
-        let size = null;
+        // Plotly follows window resizes only; the candidate panel opening narrows the plots too. The
+        // size plotly is about to draw at is the baseline, not the observer's first report: a panel
+        // opened before that report (a link to a candidate) narrows the plot all the same.
+        const drawn = div.getBoundingClientRect();
+        let size = { width: drawn.width, height: drawn.height };
         const observer = new ResizeObserver(([entry]) => {
           const { width, height } = entry.contentRect;
-          if (size && (size.width !== width || size.height !== height)) {
+          if (size.width !== width || size.height !== height) {
             requestAnimationFrame(() => this.alive && Plotly.Plots.resize(div));
           }
           size = { width, height };
