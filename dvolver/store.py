@@ -461,6 +461,17 @@ class Store:
                 query = query.where(CandidateRow.status.in_(statuses))
             return [_candidate(r) for r in s.scalars(query)]
 
+    def candidate_objectives(self, search_id: int, after: int = 0, also: Iterable[int] = ()
+                             ) -> list[tuple[int, str, dict[str, float]]]:
+        """(id, status, objectives) of the search's candidates, as `candidates` selects them: without
+        genomes and metrics, a fraction of the reading for what needs only the objectives."""
+        with self._session() as s:
+            query = (select(CandidateRow.id, CandidateRow.status, CandidateRow.objectives)
+                     .where(CandidateRow.search_id == search_id).order_by(CandidateRow.id))
+            if after or also:
+                query = query.where(or_(CandidateRow.id > after, CandidateRow.id.in_(list(also))))
+            return [(int(i), status, dict(objectives or {})) for i, status, objectives in s.execute(query)]
+
     def candidate(self, search_id: int, candidate_id: int) -> Candidate:
         with self._session() as s:
             row = s.get(CandidateRow, candidate_id)

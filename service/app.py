@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = Store(settings.db)
     app.state.snapshots = Snapshots(app.state.store)
     app.state.exports = Exports(app.state.store)
-    app.state.shared_hypervolumes = SharedHypervolumes(app.state.store, app.state.snapshots)
+    app.state.shared_hypervolumes = SharedHypervolumes(app.state.store)
     app.include_router(submit.router(app.state.data_roots))
     for module in (health, searches, results, events, dashboard, docs):
         app.include_router(module.router)

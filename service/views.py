@@ -17,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from dvolver.engine import feasible, minimised, pareto_front
-from dvolver.errors import NotFoundError
+from dvolver.engine import minimised, pareto_front
 from dvolver.export import Exported, export_candidate
 from dvolver.jsonable import finite
-from dvolver.objectives import OBJECTIVES
-from dvolver.pareto import hypervolume, knee_point, normalise
+from dvolver.objectives import OBJECTIVES, violation
+from dvolver.pareto import hypervolume, knee_point, non_dominated, normalise
 from dvolver.spec import SearchSpec
 from dvolver.store import Candidate, Search, Store
 
@@ -144,24 +143,37 @@ def problem(spec: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class Digest:
-    """What the shared hypervolume needs of one search, in minimised objectives (problem order):
-    its front, and the corners of the box its feasible candidates span (None when it has none)."""
+    """What the shared hypervolume needs of one search, in minimised objectives (problem order): its
+    front, and the corners of the box its feasible candidates span (None while it has none); and, as
+    Snapshots keeps them, what a later read needs to catch up: the last id read, the ids still pending."""
 
-    key: tuple[Any, ...]  # the Snapshot key it was made from
+    key: tuple[Any, ...]  # (created_at, rows, final rows), as a Snapshot's
     front: np.ndarray
     low: np.ndarray | None
     high: np.ndarray | None
+    last_id: int
+    pending: frozenset[int]
 
 
-def digest(snapshot: Snapshot, objectives: list[str]) -> Digest:
-    seen = np.array([minimised(c, objectives) for c in snapshot.candidates if feasible(c, snapshot.spec)],
-                    dtype=float).reshape(-1, len(objectives))
-    seen = seen[np.isfinite(seen).all(axis=1)]
-    front = np.array([minimised(c, objectives) for c in snapshot.front], dtype=float).reshape(-1, len(objectives))
-    front = front[np.isfinite(front).all(axis=1)]
-    if not len(seen):
-        return Digest(snapshot.key, front, None, None)
-    return Digest(snapshot.key, front, seen.min(axis=0), seen.max(axis=0))
+def caught_up(old: Digest | None, key: tuple[Any, ...], changed: list[tuple[int, str, dict[str, float]]],
+              spec: SearchSpec, objectives: list[str]) -> Digest:
+    """`old` (None: nothing read yet) updated with `changed`, the (id, status, objectives) of the rows
+    added or pending since. Final rows never change, so the new front is the front of the old one and
+    the new feasible rows, and the box only grows."""
+    # feasible(), without building candidates: finished and within the constraints.
+    points = np.array([[OBJECTIVES[o].minimised(float(values[o])) for o in objectives]
+                       for _, status, values in changed
+                       if status == "finished" and violation(spec.constraints, values) == 0],
+                      dtype=float).reshape(-1, len(objectives))
+    points = points[np.isfinite(points).all(axis=1)]
+    front = points if old is None else np.concatenate([old.front, points])
+    front = front[non_dominated(front)] if len(front) else front
+    lows = ([points.min(axis=0)] if len(points) else []) + ([old.low] if old and old.low is not None else [])
+    highs = ([points.max(axis=0)] if len(points) else []) + ([old.high] if old and old.high is not None else [])
+    ids = {i for i, _, _ in changed}
+    pending = ((old.pending if old else frozenset()) - ids) | {i for i, status, _ in changed if status == "pending"}
+    return Digest(key, front, np.min(lows, axis=0) if lows else None, np.max(highs, axis=0) if highs else None,
+                  max([old.last_id if old else 0, *ids]), frozenset(pending))
 
 
 def shared_box(digests: list[Digest]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -189,13 +201,14 @@ class SharedHypervolumes:
     """Hypervolumes that compare across searches: every search of one problem, among those the caller
     can see, is measured on the same reference point.
 
-    The reference depends on every candidate of the group, so each search's digest is cached under
-    its Snapshot key, and a list request reads only the searches' specs and candidate counts (two
-    queries) unless a search has changed; the values are cached under the reference they use.
+    The reference depends on every candidate of the group, so each search's digest is kept under its
+    Snapshot-style key and caught up the way Snapshots does (only rows added since, and those that
+    were pending): a list request reads the searches' specs and candidate counts (two queries) and no
+    candidate row unless a search changed. The values are kept under the reference they use.
     """
 
-    def __init__(self, store: Store, snapshots: Snapshots, size: int = 1024) -> None:
-        self.store, self.snapshots, self.size = store, snapshots, size
+    def __init__(self, store: Store, size: int = 1024) -> None:
+        self.store, self.size = store, size
         self._digests: OrderedDict[int, Digest] = OrderedDict()
         self._values: OrderedDict[tuple[Any, ...], float | None] = OrderedDict()
         self._lock = threading.Lock()
@@ -204,40 +217,38 @@ class SharedHypervolumes:
         """The shared hypervolume of each of `searches`, its group being the searches `owner` can see
         (every search for None) that have its problem."""
         wanted = {problem(s.spec) for s in searches}
-        groups: dict[tuple[Any, ...], list[tuple[int, datetime]]] = {}
+        groups: dict[tuple[Any, ...], list[tuple[int, datetime, dict[str, Any]]]] = {}
         for sid, created, spec in self.store.search_specs(owner):
             if problem(spec) in wanted:
-                groups.setdefault(problem(spec), []).append((sid, created))
-        counts = self.store.candidate_counts_of(sid for members in groups.values() for sid, _ in members)
-        given = {s.id: s for s in searches}
+                groups.setdefault(problem(spec), []).append((sid, created, spec))
+        counts = self.store.candidate_counts_of(sid for members in groups.values() for sid, _, _ in members)
         out: dict[int, schemas.SharedHypervolume] = {}
         for key, members in groups.items():
             objectives = list(key[2])
-            digests = {sid: self._digest(given.get(sid), sid, (created, *counts[sid]), objectives)
-                       for sid, created in members}
-            box = shared_box([d for d in digests.values() if d is not None])
+            digests = {sid: self._digest(sid, spec, (created, *counts[sid]), objectives)
+                       for sid, created, spec in members}
+            box = shared_box(list(digests.values()))
             if box is None:
                 continue
             ideal, reference = box
             for s in searches:
-                if s.id in digests and digests[s.id] is not None:
+                if s.id in digests:
                     out[s.id] = schemas.SharedHypervolume(
                         value=self._value(s.id, digests[s.id], ideal, reference),
                         ideal=_natural(objectives, ideal), reference=_natural(objectives, reference),
                         searches=sorted(digests), margin=REFERENCE_MARGIN)
         return out
 
-    def _digest(self, search: Search | None, search_id: int, key: tuple[Any, ...],
-                objectives: list[str]) -> Digest | None:
+    def _digest(self, search_id: int, spec: dict[str, Any], key: tuple[Any, ...], objectives: list[str]) -> Digest:
         with self._lock:
             cached = self._digests.get(search_id)
         if cached is not None and cached.key == key:
             return cached
-        try:
-            search = search or self.store.get_search(search_id)
-        except NotFoundError:
-            return None  # deleted since its spec was read
-        made = digest(self.snapshots.get(search), objectives)
+        if cached is None or cached.key[0] != key[0]:  # new, or the id was reused by a search made since
+            cached = None
+        changed = (self.store.candidate_objectives(search_id) if cached is None
+                   else self.store.candidate_objectives(search_id, after=cached.last_id, also=cached.pending))
+        made = caught_up(cached, key, changed, SearchSpec.from_stored(spec), objectives)
         with self._lock:
             self._digests[search_id] = made
             self._digests.move_to_end(search_id)

@@ -51,7 +51,7 @@ def test_shared_hypervolumes_reread_only_the_search_that_changed(db):
     for n, sid in enumerate(ids):
         for i in range(20):
             store.record(sid, f"k{n}-{i}", (n, i), "finished", {"acc": 50.0 + n + i, "flops": 1e5 * (1 + i)})
-    shared = SharedHypervolumes(store, Snapshots(store))
+    shared = SharedHypervolumes(store)
     searches = [store.get_search(sid) for sid in ids]
     first = shared.of(searches, None)
     assert sorted(first) == ids and all(v.searches == ids for v in first.values())
@@ -75,8 +75,26 @@ def test_searches_of_other_problems_get_other_references(db):
     ids = [store.create_search(s, versions(), status="finished") for s in (nasnet, three, nasnet)]
     for sid in ids:
         store.record(sid, f"k{sid}", (sid,), "finished", {"acc": 60.0 + sid, "flops": 1e6, "params": 1e4})
-    shared = SharedHypervolumes(store, Snapshots(store)).of([store.get_search(sid) for sid in ids], None)
+    shared = SharedHypervolumes(store).of([store.get_search(sid) for sid in ids], None)
     assert shared[ids[0]].searches == shared[ids[2]].searches == [ids[0], ids[2]]
     assert shared[ids[1]].searches == [ids[1]] and set(shared[ids[1]].reference) == {"acc", "flops", "params"}
     # A group of one point: the box is padded from the point itself, and the point fills it.
     assert shared[ids[1]].value == 1.0
+
+
+def test_shared_hypervolumes_caught_up_equal_ones_computed_from_scratch(db):
+    store = Store(db)
+    spec = SearchSpec.from_dict({"objectives": ["acc", "flops"]}).model_dump(mode="json")
+    ids = [store.create_search(spec, versions(), status="running") for _ in range(2)]
+    rng = np.random.default_rng(1)
+    follower = SharedHypervolumes(store)
+    for step in range(20):
+        for sid in ids:
+            for i in range(3):
+                values = {"acc": float(rng.uniform(50, 99)), "flops": float(rng.uniform(1e5, 1e7))}
+                status = ["pending", "finished", "failed"][int(rng.integers(0, 3))]
+                store.record(sid, f"k{step}-{i}", (step, i), status, values)
+            for c in store.candidates(sid, ("pending",))[: int(rng.integers(0, 3))]:
+                store.record(sid, c.key, c.genome, "finished", c.objectives)  # a pending row becomes final
+        searches = [store.get_search(sid) for sid in ids]
+        assert follower.of(searches, None) == SharedHypervolumes(store).of(searches, None)
