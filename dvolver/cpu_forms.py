@@ -10,6 +10,13 @@ per-call overhead, not arithmetic (bench/train_step.py). Two forms compute the s
   pixel and at any stride. The kernel cropped to the reachable taps gives the same output and the same
   gradient for every tap it keeps; the cropped-off taps get the zero gradient they would have got.
 
+- A kernel larger than its input sends oneDNN's weight gradient to a generic im2col + GEMM path,
+  10-50x slower than its depthwise kernel (`ONEDNN_VERBOSE=1`: `x64:gemm:jit` against `jit_dw`, for
+  every input smaller than the kernel's extent; bench/train_step.py). The weight gradient is the same
+  when the input is first laid on a zero canvas as large as the kernel, with the output gradient zero
+  at the outputs the canvas adds: those zeros stand where padding zeros stood, and the added outputs
+  contribute nothing. So that gradient is taken on the canvas, the input gradient as before.
+
 A layer kernel_guards runs in NCHW gets an NCHW input and so keeps its convolution. Both forms are
 swapped in by class, so parameters, buffers and state_dict keys stay those of nn.Conv2d, and
 a trained model loads into the plain network unchanged.
@@ -42,17 +49,73 @@ class PointwiseAsMatmul(nn.Conv2d):
 
 
 class CroppedSamePadding(nn.Conv2d):
-    """An odd-kernel, "same"-padded convolution that drops the taps its input is too small to reach."""
+    """An odd-kernel, "same"-padded convolution that drops the taps its input is too small to reach, and
+    takes its weight gradient on a canvas where the input is still smaller than the kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (dh, dw) = self.kernel_size, self.dilation
         half_h = min(kh // 2, (x.shape[2] - 1) // dh)
         half_w = min(kw // 2, (x.shape[3] - 1) // dw)
-        if (2 * half_h + 1, 2 * half_w + 1) == (kh, kw):
-            return self._conv_forward(x, self.weight, self.bias)
         top, left = kh // 2 - half_h, kw // 2 - half_w
         weight = self.weight[:, :, top : top + 2 * half_h + 1, left : left + 2 * half_w + 1]
-        return F.conv2d(x, weight, self.bias, self.stride, (half_h * dh, half_w * dw), self.dilation, self.groups)
+        layout = (tuple(self.stride), (half_h * dh, half_w * dw), tuple(self.dilation), self.groups)
+        training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        if training and _smaller_than_kernel(x, weight, layout):
+            return _WeightGradOnCanvas.apply(x, weight, self.bias, layout)
+        return F.conv2d(x, weight, self.bias, *layout)
+
+
+Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding, dilation, groups
+
+
+def _extent(weight: torch.Tensor, dilation: tuple[int, int]) -> tuple[int, int]:
+    return dilation[0] * (weight.shape[2] - 1) + 1, dilation[1] * (weight.shape[3] - 1) + 1
+
+
+def _smaller_than_kernel(x: torch.Tensor, weight: torch.Tensor, layout: Layout) -> bool:
+    eh, ew = _extent(weight, layout[2])
+    return x.shape[2] < eh or x.shape[3] < ew
+
+
+class _WeightGradOnCanvas(torch.autograd.Function):
+    """conv2d whose weight gradient is taken with the input on a zero canvas as large as the kernel."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, layout: Layout):
+        ctx.save_for_backward(x, weight)
+        ctx.layout, ctx.has_bias = layout, bias is not None
+        return F.conv2d(x, weight, bias, *layout)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.layout
+        want_x, want_w, want_b, _ = ctx.needs_input_grad
+        grad_x = grad_w = grad_b = None
+        if want_x:
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False,
+                                                         [0, 0], groups, [True, False, False])[0]
+        if want_w:
+            eh, ew = _extent(weight, dilation)
+            canvas_x = _on_canvas(x, max(x.shape[2], eh), max(x.shape[3], ew))
+            oh = (canvas_x.shape[2] + 2 * padding[0] - eh) // stride[0] + 1
+            ow = (canvas_x.shape[3] + 2 * padding[1] - ew) // stride[1] + 1
+            grad_w = torch.ops.aten.convolution_backward(_on_canvas(grad, oh, ow), canvas_x, weight, None, stride,
+                                                         padding, dilation, False, [0, 0], groups,
+                                                         [False, True, False])[1]
+        if want_b and ctx.has_bias:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None
+
+
+def _on_canvas(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``t`` in the top-left corner of a zero (N, C, height, width) tensor in its memory format."""
+    cl = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    canvas = t.new_zeros((*t.shape[:2], height, width))
+    if cl:
+        canvas = canvas.contiguous(memory_format=torch.channels_last)
+    canvas[:, :, : t.shape[2], : t.shape[3]] = t
+    return canvas
 
 
 def _pointwise(conv: nn.Conv2d) -> bool:
