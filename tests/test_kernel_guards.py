@@ -56,8 +56,10 @@ def test_the_reproducer_runs_the_bad_kernel_unguarded_and_not_guarded():
         assert y.is_contiguous(memory_format=torch.channels_last)  # the network around it stays channels-last
         print("finished")
     """
-    plain = _run(code.format(guard=False, steps=1))  # one step only: unguarded it writes out of bounds
-    assert plain.returncode == 0, plain.stderr[-2000:]
+    # One step only: unguarded it writes out of bounds. On some CPUs (an AMD EPYC here) even one step
+    # kills the process ("double free or corruption"); oneDNN has printed the kernel's run by then.
+    plain = _run(code.format(guard=False, steps=1))
+    assert plain.returncode == 0 or "corruption" in plain.stderr or plain.returncode < 0, plain.stderr[-2000:]
     if not any(",exec," in line for line in plain.stdout.splitlines()):
         pytest.fail("ONEDNN_VERBOSE printed nothing: this torch build does not run convolutions through oneDNN")
     assert _unsafe_runs(plain.stdout), "the unguarded reproducer no longer reaches the kernel: revisit the guard"
