@@ -85,13 +85,12 @@ def op_row(label: str, c: int, h: int, k: int, batch: int, repeats: int) -> str:
             f"{'yes' if ok else 'NO'} |")
 
 
-def _float64_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, list[torch.Tensor]]:
-    """Loss and gradients of ``model``'s plain float64 NCHW copy: the reference both forms answer to."""
+def _float64_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients of ``model``'s plain float64 NCHW copy: the reference both forms answer to."""
     reference = copy.deepcopy(model).double().to(memory_format=torch.contiguous_format)
     restore_plain(reference)
-    loss = F.cross_entropy(reference(x.double().contiguous()), y)
-    loss.backward()
-    return loss.item(), [p.grad for p in reference.parameters()]
+    F.cross_entropy(reference(x.double().contiguous()), y).backward()
+    return [p.grad for p in reference.parameters()]
 
 
 def _worst_error(grads: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
@@ -121,7 +120,7 @@ def default_network_steps(batch: int, repeats: int, genome_seed: int) -> dict[st
         model = place(spec.search_space().build(genome, data.input_shape, data.num_classes), torch.device("cpu"),
                       True, cpu_forms=forms)
         runs[name] = (model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), [])
-    _, reference = _float64_gradients(runs["plain"][0], x, y)  # same initial weights for both
+    reference = _float64_gradients(runs["plain"][0], x, y)  # same initial weights for both
     errors = {}
     for i in range(repeats + 3):
         for name, (model, optimizer, times) in runs.items():

@@ -83,7 +83,7 @@ class _WeightGradOnCanvas(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, layout: Layout):
         ctx.save_for_backward(x, weight)
-        ctx.layout, ctx.has_bias = layout, bias is not None
+        ctx.layout = layout
         return F.conv2d(x, weight, bias, *layout)
 
     @staticmethod
@@ -103,7 +103,7 @@ class _WeightGradOnCanvas(torch.autograd.Function):
             grad_w = torch.ops.aten.convolution_backward(_on_canvas(grad, oh, ow), canvas_x, weight, None, stride,
                                                          padding, dilation, False, [0, 0], groups,
                                                          [False, True, False])[1]
-        if want_b and ctx.has_bias:
+        if want_b:  # false for a missing bias
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None
 
