@@ -15,7 +15,13 @@ per-call overhead, not arithmetic (bench/train_step.py). Two forms compute the s
   every input smaller than the kernel's extent; bench/train_step.py). The weight gradient is the same
   when the input is first laid on a zero canvas as large as the kernel, with the output gradient zero
   at the outputs the canvas adds: those zeros stand where padding zeros stood, and the added outputs
-  contribute nothing. So that gradient is taken on the canvas, the input gradient as before.
+  contribute nothing. So that gradient is taken on the canvas, the input gradient as before. Only
+  oneDNN's AVX2 code takes that path; with AVX-512 it runs a jit kernel the canvas only slows down.
+- A depthwise convolution is, per channel, a linear map from the H*W input pixels to the output
+  pixels: a (P, Q) matrix each of whose entries is one kernel tap or zero. Built from the kernel by a
+  fixed 0/1 matrix (a matrix product, so its gradient is one too) and applied as one batched matrix
+  product over the channels, it costs P*Q multiplies per pixel row where the convolution costs P*taps;
+  where the input is small and the kernel large, that is fewer, in two calls with no per-call set-up.
 
 A layer kernel_guards runs in NCHW gets an NCHW input and so keeps its convolution. Both forms are
 swapped in by class, so parameters, buffers and state_dict keys stay those of nn.Conv2d, and
@@ -24,6 +30,9 @@ a trained model loads into the plain network unchanged.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +40,29 @@ from torch import nn
 # Above this many input values oneDNN's convolution beats the matrix product (bench/train_step.py: the
 # product wins at 16k-65k values, loses at 1M and more), so larger inputs keep the convolution.
 MATMUL_MAX_INPUT = 1 << 18
+
+# bench/train_step.py, on one AMD EPYC under both its AVX-512 and its AVX2 dispatch. The depthwise
+# matrix form wins where each channel's matrix is small: as a broadcast product up to 64 entries (a 2x2
+# input, a 4x4 one at stride 2) when the input has no more pixels than the kernel has taps; as a batched
+# matrix product up to 1024 entries (a 4x4 input at stride 1, an 8x8 one at stride 2) from 25 taps up.
+# It loses to the convolution on an 8x8 input at stride 1, and on a 3x3 kernel over 4x4 or more.
+BROADCAST_MAX_ENTRIES = 64
+MATRIX_MAX_ENTRIES = 1024
+MATRIX_MIN_TAPS = 25
+
+Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding, dilation, groups
+
+
+def _onednn_avx512() -> bool:
+    """Whether oneDNN runs its AVX-512 kernels: the CPU has them (ATen reads the same flags) and
+    ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA) does not hold them back."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    return torch.backends.cpu.get_cpu_capability() == "AVX512" and (
+        cap == "ALL" or any(isa in cap for isa in ("AVX512", "AVX10", "AMX")))
+
+
+# Read once: oneDNN reads its ISA cap once too, when it first dispatches.
+ONEDNN_AVX512 = _onednn_avx512()
 
 
 class PointwiseAsMatmul(nn.Conv2d):
@@ -49,23 +81,37 @@ class PointwiseAsMatmul(nn.Conv2d):
 
 
 class CroppedSamePadding(nn.Conv2d):
-    """An odd-kernel, "same"-padded convolution that drops the taps its input is too small to reach, and
-    takes its weight gradient on a canvas where the input is still smaller than the kernel."""
+    """An odd-kernel, "same"-padded convolution that drops the taps its input is too small to reach;
+    depthwise with a large kernel over a small input, it runs as a matrix product; otherwise, under
+    oneDNN's AVX2 code, it takes its weight gradient on a canvas where the input is still smaller
+    than the kernel."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def path(self, x: torch.Tensor) -> tuple[str, torch.Tensor, Layout]:
+        """How ``x`` is convolved ("broadcast" or "batched" matrices, "canvas" or "conv"), with the
+        cropped kernel and its layout."""
         (kh, kw), (dh, dw) = self.kernel_size, self.dilation
         half_h = min(kh // 2, (x.shape[2] - 1) // dh)
         half_w = min(kw // 2, (x.shape[3] - 1) // dw)
         top, left = kh // 2 - half_h, kw // 2 - half_w
         weight = self.weight[:, :, top : top + 2 * half_h + 1, left : left + 2 * half_w + 1]
         layout = (tuple(self.stride), (half_h * dh, half_w * dw), tuple(self.dilation), self.groups)
+        matrix = _matrix_form(x, weight, layout) if self.bias is None else None
+        if matrix:
+            return matrix, weight, layout
         training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-        if training and _smaller_than_kernel(x, weight, layout):
+        if training and not ONEDNN_AVX512 and _smaller_than_kernel(x, weight, layout):
+            return "canvas", weight, layout
+        return "conv", weight, layout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        how, weight, layout = self.path(x)
+        if how == "broadcast":
+            return _depthwise_broadcast(x, weight, layout)
+        if how == "batched":
+            return _depthwise_batched(x, weight, layout)
+        if how == "canvas":
             return _WeightGradOnCanvas.apply(x, weight, self.bias, layout)
         return F.conv2d(x, weight, self.bias, *layout)
-
-
-Layout = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]  # stride, padding, dilation, groups
 
 
 def _extent(weight: torch.Tensor, dilation: tuple[int, int]) -> tuple[int, int]:
@@ -106,6 +152,79 @@ class _WeightGradOnCanvas(torch.autograd.Function):
         if want_b:  # false for a missing bias
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None
+
+
+def _out_shape(h: int, w: int, kh: int, kw: int, layout: Layout) -> tuple[int, int]:
+    stride, padding, dilation, _ = layout
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip((h, w), (kh, kw), stride, padding, dilation))
+
+
+def _matrix_form(x: torch.Tensor, weight: torch.Tensor, layout: Layout) -> str | None:
+    """"broadcast" or "batched" where a depthwise convolution of ``x`` is cheaper as matrices, else None."""
+    (h, w), (kh, kw), groups = x.shape[2:], weight.shape[2:], layout[3]
+    if groups != x.shape[1] or weight.shape[0] != groups or not x.is_contiguous(memory_format=torch.channels_last):
+        return None
+    oh, ow = _out_shape(h, w, kh, kw, layout)
+    entries, taps = oh * ow * h * w, kh * kw
+    if entries <= BROADCAST_MAX_ENTRIES and h * w <= taps:
+        return "broadcast"
+    if entries <= MATRIX_MAX_ENTRIES and taps >= MATRIX_MIN_TAPS:
+        return "batched"
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _tap_matrix(kernel: tuple[int, int], size: tuple[int, int], layout: Layout) -> torch.Tensor:
+    """(taps, P*Q) 0/1 matrix: row t marks the (output pixel p, input pixel q) pairs that tap t joins."""
+    (kh, kw), (h, w) = kernel, size
+    stride, padding, dilation, _ = layout
+    oh, ow = _out_shape(h, w, kh, kw, layout)
+    a, b, i, j = torch.meshgrid(torch.arange(kh), torch.arange(kw), torch.arange(oh), torch.arange(ow), indexing="ij")
+    u = i * stride[0] - padding[0] + a * dilation[0]
+    v = j * stride[1] - padding[1] + b * dilation[1]
+    inside = (u >= 0) & (u < h) & (v >= 0) & (v < w)
+    taps = torch.zeros(kh * kw, oh * ow, h * w)
+    taps[(a * kw + b)[inside], (i * ow + j)[inside], (u * w + v)[inside]] = 1.0
+    return taps.view(kh * kw, -1)
+
+
+def _depthwise_broadcast(x: torch.Tensor, weight: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Each channel's (P, Q) matrix times its pixels, as one broadcast product over the channels-last
+    memory (N, Q, C): no copies, and both the output and the input's gradient stay channels-last."""
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    oh, ow = _out_shape(h, w, kh, kw, layout)
+    taps = _tap_matrix((kh, kw), (h, w), layout).to(weight.dtype)
+    per_pixel = (taps.t() @ weight.reshape(c, kh * kw).t()).view(oh * ow, h * w, c)  # (P, Q, C)
+    pixels = x.permute(0, 2, 3, 1).reshape(n, 1, h * w, c)  # a view
+    return (pixels * per_pixel).sum(2).view(n, oh, ow, c).permute(0, 3, 1, 2)
+
+
+def _depthwise_batched(x: torch.Tensor, weight: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """Each channel's (P, Q) matrix times its pixels, as a matrix product batched over the channels:
+    for matrices too large to broadcast, at the price of moving the channels first and back."""
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    oh, ow = _out_shape(h, w, kh, kw, layout)
+    taps = _tap_matrix((kh, kw), (h, w), layout).to(weight.dtype)
+    per_channel = (weight.reshape(c, kh * kw) @ taps).view(c, oh * ow, h * w)  # (C, P, Q)
+    columns = _ChannelsLastGrad.apply(x).permute(1, 0, 2, 3).reshape(c, n, h * w)  # (C, N, Q)
+    y = torch.bmm(columns, per_channel.transpose(1, 2))  # (C, N, P)
+    return y.view(c, n, oh, ow).permute(1, 0, 2, 3).contiguous(memory_format=torch.channels_last)
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose gradient leaves channels-last. Through the permuted copy above it would leave in
+    (C, N, H, W) order, and the ReLU before it runs its backward 5-10x slower on that mixed layout."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
 
 
 def _on_canvas(t: torch.Tensor, height: int, width: int) -> torch.Tensor:

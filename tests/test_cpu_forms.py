@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dvolver import cpu_forms
 from dvolver.cpu_forms import CroppedSamePadding, PointwiseAsMatmul, restore_plain, use_cpu_forms
 from dvolver.data import load
 from dvolver.spec import SearchSpec
@@ -53,17 +54,54 @@ def test_a_pointwise_convolution_as_a_matrix_product_is_the_same_function(cin, c
     _check(conv, PointwiseAsMatmul, torch.randn(6, cin, size, size), channels_last=True)
 
 
+@pytest.fixture(params=[True, False], ids=["oneDNN-AVX512", "oneDNN-AVX2"])
+def onednn_avx512(request, monkeypatch):
+    """Both of the forms' choices, whichever code oneDNN runs on this CPU."""
+    monkeypatch.setattr(cpu_forms, "ONEDNN_AVX512", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("channels,kernel,size,stride,dilation,depthwise", [
     (8, 7, 2, 1, 1, True), (32, 5, 2, 1, 1, True), (16, 7, 4, 1, 1, True), (8, 3, 1, 1, 1, True),
     (8, 7, 3, 2, 1, True), (8, 5, 4, 2, 1, True), (8, 3, 2, 1, 2, True), (8, 5, 4, 1, 2, True),
-    (4, 3, 1, 1, 1, False), (4, 5, 2, 2, 1, False), (8, 7, 8, 1, 1, True)])
+    (4, 3, 1, 1, 1, False), (4, 5, 2, 2, 1, False), (8, 7, 8, 1, 1, True), (8, 7, 8, 2, 1, True),
+    (16, 5, 4, 1, 1, True), (3, 7, 5, 2, 1, True)])
 @pytest.mark.parametrize("channels_last", [True, False], ids=["channels-last", "NCHW"])
 def test_a_same_padded_kernel_cropped_to_the_reachable_taps_is_the_same_function(
-        channels, kernel, size, stride, dilation, depthwise, channels_last):
+        channels, kernel, size, stride, dilation, depthwise, channels_last, onednn_avx512):
     torch.manual_seed(channels * 10 + kernel + size)
     conv = nn.Conv2d(channels, channels, kernel, stride=stride, padding=dilation * (kernel // 2),
                      dilation=dilation, groups=channels if depthwise else 1, bias=False)
     _check(conv, CroppedSamePadding, torch.randn(5, channels, size, size), channels_last)
+
+
+@pytest.mark.parametrize("channels,kernel,size,stride,depthwise,avx512,expected", [
+    (32, 7, 2, 1, True, True, "broadcast"), (16, 5, 4, 2, True, False, "broadcast"),
+    (16, 7, 4, 1, True, True, "batched"), (8, 7, 8, 2, True, False, "batched"),
+    (8, 7, 8, 1, True, False, "conv"), (16, 3, 4, 1, True, False, "conv"),
+    (8, 3, 2, 1, False, False, "canvas"), (8, 3, 2, 1, False, True, "conv"),
+    (8, 7, 4, 1, True, False, "batched")])  # a depthwise kernel larger than its input needs no canvas
+def test_each_shape_takes_the_form_the_benchmark_found_fastest(
+        channels, kernel, size, stride, depthwise, avx512, expected, monkeypatch):
+    """The choices the cropped-kernel test above checks for equality, as bench/train_step.py made them."""
+    monkeypatch.setattr(cpu_forms, "ONEDNN_AVX512", avx512)
+    conv = nn.Conv2d(channels, channels, kernel, stride=stride, padding=kernel // 2,
+                     groups=channels if depthwise else 1, bias=False)
+    assert use_cpu_forms(conv, channels_last=True) == 1
+    x = torch.randn(4, channels, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert conv.path(x)[0] == expected
+    if expected in ("broadcast", "batched"):  # and it leaves what follows in channels-last, both ways
+        y = conv(x)
+        y.sum().backward()
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_oneDNN_held_below_AVX512_counts_as_AVX2(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cpu_forms._onednn_avx512() is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert cpu_forms._onednn_avx512() is (torch.backends.cpu.get_cpu_capability() == "AVX512")
 
 
 def test_layers_without_an_exact_cheaper_form_are_left_as_they_are():
