@@ -86,7 +86,7 @@ def _form_name(form: nn.Conv2d, x: torch.Tensor) -> str:
         kernel = "x".join(map(str, weight.shape[2:]))
         return {"broadcast": f"{kernel} as matrices, broadcast", "batched": f"{kernel} as matrices, batched",
                 "canvas": f"{kernel}, canvas", "conv": f"{kernel} kernel"}[how]
-    return "matrix product"
+    return "matrix product" if form.takes_product(x) else "1x1 kernel (too many pixels for the product)"
 
 
 def op_row(label: str, c: int, h: int, k: int, stride: int, batch: int, repeats: int) -> str:

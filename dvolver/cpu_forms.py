@@ -1,7 +1,7 @@
 """Exact, cheaper CPU forms of the small convolutions that NAS proxies train.
 
 At proxy sizes (8 to 32 channels over 2x2 to 8x8 pixels) a oneDNN convolution costs mostly its fixed
-per-call overhead, not arithmetic (bench/train_step.py). Two forms compute the same function for less:
+per-call overhead, not arithmetic (bench/train_step.py). These forms compute the same function for less:
 
 - A pointwise (1x1) convolution over a channels-last input is one matrix product over the pixels: the
   input, seen as (N, H, W, C), is already a contiguous (N*H*W, C) matrix. A stride is a slice first.
@@ -9,21 +9,20 @@ per-call overhead, not arithmetic (bench/train_step.py). Two forms compute the s
   most H-1 rows and W-1 columns from the centre: the rest multiply padding zeros, for every output
   pixel and at any stride. The kernel cropped to the reachable taps gives the same output and the same
   gradient for every tap it keeps; the cropped-off taps get the zero gradient they would have got.
-
-- A kernel larger than its input sends oneDNN's weight gradient to a generic im2col + GEMM path,
+- A depthwise convolution is, per channel, a linear map from the Q = H*W input pixels to the P output
+  pixels: a (P, Q) matrix each of whose entries is one kernel tap or zero. It is built from the kernel
+  by a fixed 0/1 matrix (a matrix product, so its gradient is one too) and applied to the pixels by a
+  broadcast product or a matrix product batched over the channels. Where the input is small and the
+  kernel large this is fewer multiplies than the convolution's, in a few calls without its set-up.
+- A kernel larger than its input sends oneDNN's AVX2 weight gradient to a generic im2col + GEMM path,
   10-50x slower than its depthwise kernel (`ONEDNN_VERBOSE=1`: `x64:gemm:jit` against `jit_dw`, for
-  every input smaller than the kernel's extent; bench/train_step.py). The weight gradient is the same
-  when the input is first laid on a zero canvas as large as the kernel, with the output gradient zero
-  at the outputs the canvas adds: those zeros stand where padding zeros stood, and the added outputs
-  contribute nothing. So that gradient is taken on the canvas, the input gradient as before. Only
-  oneDNN's AVX2 code takes that path; with AVX-512 it runs a jit kernel the canvas only slows down.
-- A depthwise convolution is, per channel, a linear map from the H*W input pixels to the output
-  pixels: a (P, Q) matrix each of whose entries is one kernel tap or zero. Built from the kernel by a
-  fixed 0/1 matrix (a matrix product, so its gradient is one too) and applied as one batched matrix
-  product over the channels, it costs P*Q multiplies per pixel row where the convolution costs P*taps;
-  where the input is small and the kernel large, that is fewer, in two calls with no per-call set-up.
+  every input smaller than the kernel's extent). The weight gradient is the same when the input is
+  first laid on a zero canvas as large as the kernel, with the output gradient zero at the outputs the
+  canvas adds: those zeros stand where padding zeros stood, and the added outputs contribute nothing.
+  So under oneDNN's AVX2 code that gradient is taken on the canvas, the input gradient as before. With
+  AVX-512 oneDNN runs a jit kernel there, which the canvas would only slow down.
 
-A layer kernel_guards runs in NCHW gets an NCHW input and so keeps its convolution. Both forms are
+A layer kernel_guards runs in NCHW gets an NCHW input and so keeps its convolution. The forms are
 swapped in by class, so parameters, buffers and state_dict keys stay those of nn.Conv2d, and
 a trained model loads into the plain network unchanged.
 """
@@ -37,9 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Above this many input values oneDNN's convolution beats the matrix product (bench/train_step.py: the
-# product wins at 16k-65k values, loses at 1M and more), so larger inputs keep the convolution.
-MATMUL_MAX_INPUT = 1 << 18
+# Above this many output pixels (rows of the product: batch x height x width) oneDNN's convolution beats
+# the matrix product. bench/train_step.py on an AMD EPYC, AVX-512 and AVX2: the product wins at batch 128
+# over 4x4 and 2x2 pixels (2048 and 512 rows), whatever the channels, and loses over 8x8 (8192 rows).
+MATMUL_MAX_ROWS = 4096
 
 # bench/train_step.py, on one AMD EPYC under both its AVX-512 and its AVX2 dispatch. The depthwise
 # matrix form wins where each channel's matrix is small: as a broadcast product up to 64 entries (a 2x2
@@ -69,8 +69,13 @@ class PointwiseAsMatmul(nn.Conv2d):
     """A 1x1, ungrouped, unpadded convolution as a matrix product over the channels-last pixels, for
     inputs small enough that the convolution's fixed cost dominates."""
 
+    def takes_product(self, x: torch.Tensor) -> bool:
+        (sh, sw), (n, _, h, w) = self.stride, x.shape
+        rows = n * -(-h // sh) * -(-w // sw)
+        return rows <= MATMUL_MAX_ROWS and x.is_contiguous(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() > MATMUL_MAX_INPUT or not x.is_contiguous(memory_format=torch.channels_last):
+        if not self.takes_product(x):
             return self._conv_forward(x, self.weight, self.bias)
         sh, sw = self.stride
         if (sh, sw) != (1, 1):

@@ -47,7 +47,7 @@ def _check(conv: nn.Conv2d, form: type[nn.Conv2d], x: torch.Tensor, channels_las
 
 @pytest.mark.parametrize("cin,cout,size,stride,bias", [
     (4, 8, 8, 1, False), (8, 8, 8, 2, False), (16, 16, 4, 1, True), (32, 16, 2, 2, False), (3, 5, 7, 2, True),
-    (8, 4, 1, 1, False), (32, 8, 40, 2, False)])  # the last is large enough to keep the convolution
+    (8, 4, 1, 1, False), (32, 8, 60, 2, False)])  # the last has too many pixels: it keeps the convolution
 def test_a_pointwise_convolution_as_a_matrix_product_is_the_same_function(cin, cout, size, stride, bias):
     torch.manual_seed(cin * 100 + size)
     conv = nn.Conv2d(cin, cout, 1, stride=stride, bias=bias)
@@ -102,6 +102,16 @@ def test_oneDNN_held_below_AVX512_counts_as_AVX2(monkeypatch):
     assert cpu_forms._onednn_avx512() is False
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
     assert cpu_forms._onednn_avx512() is (torch.backends.cpu.get_cpu_capability() == "AVX512")
+
+
+def test_a_pointwise_convolution_takes_the_product_only_over_few_pixels():
+    cl = torch.channels_last
+    conv, strided = nn.Conv2d(16, 16, 1, bias=False), nn.Conv2d(16, 16, 1, stride=2, bias=False)
+    assert use_cpu_forms(nn.ModuleList([conv, strided]), channels_last=True) == 2
+    assert conv.takes_product(torch.empty(128, 16, 4, 4).contiguous(memory_format=cl))
+    assert not conv.takes_product(torch.empty(128, 16, 8, 8).contiguous(memory_format=cl))  # 8192 rows
+    assert strided.takes_product(torch.empty(128, 16, 8, 8).contiguous(memory_format=cl))  # 2048 after the stride
+    assert not conv.takes_product(torch.empty(128, 16, 4, 4))  # NCHW: the product would need a copy
 
 
 def test_layers_without_an_exact_cheaper_form_are_left_as_they_are():
