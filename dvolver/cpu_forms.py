@@ -98,7 +98,9 @@ class CroppedSamePadding(nn.Conv2d):
         half_h = min(kh // 2, (x.shape[2] - 1) // dh)
         half_w = min(kw // 2, (x.shape[3] - 1) // dw)
         top, left = kh // 2 - half_h, kw // 2 - half_w
-        weight = self.weight[:, :, top : top + 2 * half_h + 1, left : left + 2 * half_w + 1]
+        weight = self.weight
+        if top or left:
+            weight = weight[:, :, top : top + 2 * half_h + 1, left : left + 2 * half_w + 1]
         layout = (tuple(self.stride), (half_h * dh, half_w * dw), tuple(self.dilation), self.groups)
         matrix = _matrix_form(x, weight, layout) if self.bias is None else None
         if matrix:
