@@ -184,6 +184,11 @@ def _matrix_form(x: torch.Tensor, weight: torch.Tensor, layout: Layout) -> str |
 @functools.lru_cache(maxsize=256)
 def _tap_matrix(kernel: tuple[int, int], size: tuple[int, int], layout: Layout) -> torch.Tensor:
     """(taps, P*Q) 0/1 matrix: row t marks the (output pixel p, input pixel q) pairs that tap t joins."""
+    with torch.inference_mode(False):  # cached: a matrix first built under inference_mode could never train
+        return _build_tap_matrix(kernel, size, layout)
+
+
+def _build_tap_matrix(kernel: tuple[int, int], size: tuple[int, int], layout: Layout) -> torch.Tensor:
     (kh, kw), (h, w) = kernel, size
     stride, padding, dilation, _ = layout
     oh, ow = _out_shape(h, w, kh, kw, layout)

@@ -97,6 +97,20 @@ def test_each_shape_takes_the_form_the_benchmark_found_fastest(
         assert x.grad.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("size", [2, 4], ids=["broadcast", "batched"])
+def test_a_matrix_form_first_run_under_inference_mode_still_trains(size):
+    """Validation runs under inference_mode; the tap matrices it builds are cached for training too."""
+    conv = nn.Conv2d(16, 16, 7, padding=3, groups=16, bias=False)
+    use_cpu_forms(conv, channels_last=True)
+    x = torch.randn(4, 16, size, size).contiguous(memory_format=torch.channels_last)
+    assert conv.path(x)[0] in ("broadcast", "batched")
+    cpu_forms._tap_matrix.cache_clear()  # as in a fresh worker, whatever ran before
+    with torch.inference_mode():
+        conv(x)
+    conv(x.requires_grad_()).sum().backward()
+    assert conv.weight.grad is not None and x.grad is not None
+
+
 def test_oneDNN_held_below_AVX512_counts_as_AVX2(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert cpu_forms._onednn_avx512() is False
