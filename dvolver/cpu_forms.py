@@ -228,7 +228,8 @@ def _depthwise_batched(x: torch.Tensor, weight: torch.Tensor, layout: Layout) ->
 
 class _ChannelsLastGrad(torch.autograd.Function):
     """Identity whose gradient leaves channels-last. Through the permuted copy above it would leave in
-    (C, N, H, W) order, and the ReLU before it runs its backward 5-10x slower on that mixed layout."""
+    (C, N, H, W) order, and the ReLU before it would run its backward on that mixed layout 15-30x
+    slower (measured at 128 x 16 x 4 x 4: 75 us against 4 us)."""
 
     @staticmethod
     def forward(ctx, x):
