@@ -202,7 +202,7 @@ def prune(
     plot: Path = PLOT,
 ) -> None:
     """Prune one backbone with one method at several budgets, then print the front of what it kept."""
-    from .pruning.methods import METHODS
+    from .pruning.registry import METHODS
     from .spec import SearchSpec
 
     values: dict[str, Any] = {"space": backbone, "dataset": dataset, "algorithm": "grid", "seed": seed,

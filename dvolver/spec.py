@@ -11,16 +11,20 @@ import math
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 import search_spaces
 
 from . import data
 from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
-from .pruning import methods as methods_registry
+from .pruning import registry as methods_registry
+from .training_spec import FINITE, JsonNumbers, ResourcesSpec, TrainingSpec
+
+__all__ = ["ALGORITHM_NAMES", "PruningSpec", "ResourcesSpec", "SearchSpec", "TrainingSpec",
+           "describe_validation_error"]
 
 ALGORITHM_NAMES = ("surrogate", "nsga2", "random", "grid")
 
@@ -40,69 +44,13 @@ def _options_schema(schema: dict[str, Any]) -> None:
 
 def _keys_among(names: object) -> dict[str, Any]:
     return {"json_schema_extra": {"propertyNames": {"enum": list(names)}}}  # type: ignore[call-overload]
+
+
 TABLE_OBJECTIVES = ("acc", "flops", "params")
 # Characters a name may not hold: controls, invisible formatting (a right-to-left override makes a
 # name read as another), lone surrogates, private-use and unassigned code points, line breaks.
 NAME_REFUSED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-# NaN and infinity are refused everywhere: JSON cannot carry them back, and no bound holds them.
-FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class _JsonTypes(BaseModel):
-    """A number field takes a JSON number only, as the schema says: lax pydantic would read false as 0 and
-    "3" as 3. (Strict mode would too, but would lose the "finite number" message for NaN.)"""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        numeric = cls.model_fields[info.field_name].annotation in (int, float, int | None, float | None)
-        if numeric and isinstance(value, bool | str):
-            raise ValueError(f"a number is needed here, got {value!r}")
-        return value
-
-
-class TrainingSpec(_JsonTypes):
-    """The proxy training every candidate gets."""
-
-    model_config = FINITE
-
-    epochs: int = Field(5, ge=1, le=1000)
-    batch_size: int = Field(128, ge=1, le=8192)
-    lr: float = Field(0.1, gt=0, le=100, description="peak learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0, le=1)
-    grad_clip: float | None = Field(5.0, gt=0, le=1e6,
-                                    description="max global gradient norm; null turns clipping off")
-    schedule: Literal["one_cycle", "cosine", "constant"] = Field(
-        "one_cycle", description="the learning-rate schedule; constant is the mask-learning papers' own")
-    patience: int | None = Field(None, ge=1, le=10000, description=(
-        "methods that keep their best epoch (aslp, edgepopup, supermask): stop after this many epochs without a "
-        "new best validation accuracy; null trains every epoch"))
-    augment: Literal["auto", "none", "crop_flip"] = Field(
-        "auto", description="auto: random crop + flip for images 32x32 and larger, nothing for smaller"
-    )
-    channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for CPU training")
-    amp: Literal["auto", "off"] = Field("auto", description=(
-        "mixed precision on CUDA (auto: bfloat16 where the GPU has it, else float16 with loss scaling; never "
-        "on CPU, where it would only slow training down)"))
-    train_limit: int | None = Field(None, ge=10, le=10**8,
-                                    description="train on a fixed random N of the training images")
-    latency_repeats: int = Field(30, ge=1, le=10000)
-    # Strict: true or false only, as the schema says; lax pydantic would read "yes" or 1 as true.
-    keep_weights: bool = Field(True, strict=True,
-                               description="store each trained network's weights, so that it can be exported")
-
-
-class ResourcesSpec(_JsonTypes):
-    """What one evaluation asks of its worker."""
-
-    model_config = FINITE
-
-    cpus_per_eval: int = Field(1, ge=1, le=256, description="CPU cores and torch threads per evaluation")
-    gpus_per_eval: float = Field(0.0, ge=0, le=16, description="GPUs per evaluation, fractions allowed")
-
-
-class PruningSpec(_JsonTypes):
+class PruningSpec(JsonNumbers):
     """The pruning genome's choices: every candidate carries one method (or none) and one budget."""
 
     model_config = FINITE
@@ -177,7 +125,7 @@ def _rules_between_fields(schema: dict[str, Any]) -> None:
     ]
 
 
-class SearchSpec(_JsonTypes):
+class SearchSpec(JsonNumbers):
     model_config = ConfigDict(**FINITE, json_schema_extra=_rules_between_fields)
 
     name: str | None = Field(None, max_length=200, description=(
@@ -377,8 +325,10 @@ def _check_backbone(method: str, backbone: str) -> None:
     """What a method needs of the network depends only on its layers, not on the input size."""
     from search_spaces.backbones import build_backbone
 
+    from .pruning.applicable import check
+
     try:
-        methods_registry.check(method, build_backbone(backbone, (1, 8, 8), 10))
+        check(method, build_backbone(backbone, (1, 8, 8), 10))
     except methods_registry.PruningError as exc:
         raise ValueError(str(exc)) from None
 

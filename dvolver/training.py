@@ -10,7 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,9 +19,7 @@ from torch.nn import functional as F
 from .cpu_forms import use_cpu_forms
 from .data import Dataset
 from .kernel_guards import run_unsafe_convs_in_nchw
-
-if TYPE_CHECKING:
-    from .spec import TrainingSpec
+from .training_spec import TrainingSpec
 
 
 class TrainingDiverged(RuntimeError):

@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import nn
 
 from ..data import Dataset
@@ -38,83 +38,30 @@ from ..training import (
     use_augmentation,
     use_channels_last,
 )
+from ..training_spec import TrainingSpec
 from . import edgepopup, gumbel, joint, magnitude, reparam, supermask
+from .applicable import check
 from .masked import extract
-
-if TYPE_CHECKING:
-    from ..spec import TrainingSpec
+from .registry import (
+    METHODS,
+    ASLPOptions,
+    EdgePopupOptions,
+    JointOptions,
+    MagnitudeOptions,
+    Method,
+    PruningError,
+    ReparamOptions,
+    SupermaskOptions,
+    check_budget,
+    method,
+    parse_options,
+)
 
 # 0.725 +- these offsets is the paper's ratio set 0.60, 0.65, ..., 0.85.
 _JOINT_OFFSETS = (-0.125, -0.075, -0.025, 0.025, 0.075, 0.125)
 
 
 log = logging.getLogger(__name__)
-
-class ASLPOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    signed_constant: bool = Field(True, description="weights sign(w) * std(w) per layer")
-    smart_rescale: bool = Field(True, description="one learned scalar per layer, init 1")
-    mask_lr: float = Field(50.0, gt=0, le=1e4, description="peak SGD learning rate of the mask logits")
-    scale_lr: float = Field(1e-3, gt=0, le=10, description="peak SGD learning rate of the rescale scalars")
-
-
-class EdgePopupOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    signed_constant: bool = True
-    lr: float = Field(0.1, gt=0, le=1e4, description="peak SGD learning rate of the scores")
-    weight_decay: float = Field(1e-4, ge=0, le=1)
-
-
-class SupermaskOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    signed_constant: bool = True
-    dynamic_rescale: bool = True
-    lr: float = Field(50.0, gt=0, le=1e4, description="peak SGD learning rate of the scores (ASLP's harness: 50)")
-
-
-class ReparamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    lam: float = Field(10.0, gt=0, le=1e6, description="weight of the budget loss")
-    t_lr: float = Field(0.05, gt=0, le=10, description="peak SGD learning rate of each layer's log t")
-
-
-class MagnitudeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    scope: Literal["global", "layerwise"] = "global"
-    finetune_epochs: int = Field(0, ge=0, le=1000, description="epochs of masked fine-tuning after the cut")
-    finetune_lr_scale: float = Field(0.1, gt=0, le=1, description="fine-tuning peak lr, as a share of training.lr")
-
-
-class JointOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    iterations: int = Field(6, ge=1, le=1000, description="sub-networks sampled and trained")
-    finetune_fraction: float = Field(0.25, ge=0, lt=1, description="share of training.epochs for the final fine-tune")
-    gumbel_scale: float = Field(0.05, ge=0, le=10)
-    size_penalty: float = Field(1.0, ge=0, le=100, description="weight of the kept-MACs fraction in the reward")
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    options: type[BaseModel]
-    takes_budget: bool  # False: the method learns its sparsity
-    structured: bool  # True: removes whole filters, so the result is a narrower dense network
-    keeps_best: bool = False  # keeps its best validation epoch, so training.patience can stop it early
-
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("aslp", ASLPOptions, takes_budget=False, structured=False, keeps_best=True),
-    Method("edgepopup", EdgePopupOptions, takes_budget=True, structured=False, keeps_best=True),
-    Method("supermask", SupermaskOptions, takes_budget=False, structured=False, keeps_best=True),
-    Method("reparam", ReparamOptions, takes_budget=True, structured=False),
-    Method("magnitude", MagnitudeOptions, takes_budget=True, structured=False),
-    Method("joint", JointOptions, takes_budget=True, structured=True),
-)}
-
-
-class PruningError(ValueError):
-    """A method that cannot prune this network, or a budget it cannot take."""
-
 
 @dataclass
 class Pruned:
@@ -135,40 +82,6 @@ class Pruned:
         if self.keep is not None:
             out["keep"] = self.keep
         return out
-
-
-def _method(name: str) -> Method:
-    if name not in METHODS:
-        raise PruningError(f"unknown pruning method {name!r}; choose among {', '.join(METHODS)}")
-    return METHODS[name]
-
-
-def parse_options(method: str, options: dict[str, Any] | None) -> BaseModel:
-    return _method(method).options(**(options or {}))
-
-
-def check_budget(budget: float) -> None:
-    if not 0.0 < budget <= 1.0 or budget != budget:
-        raise PruningError(f"budget {budget} is outside (0, 1]: give the fraction of weights to keep, "
-                           "for example 0.1 to prune 90%")
-
-
-def check(method: str, model: nn.Module, budget: float | None = None) -> None:
-    """Raises PruningError when ``method`` cannot prune ``model`` (or take ``budget``), before any training."""
-    info = _method(method)
-    if budget is not None:
-        check_budget(budget)
-    name = type(model).__name__
-    if info.structured:
-        if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
-            raise PruningError(f"{method} removes conv filters and {name} has no Conv2d layer; "
-                               "prune it with an unstructured method (aslp, edgepopup, supermask, reparam, magnitude)")
-        grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
-        if grouped:
-            raise PruningError(f"{method} cannot remove filters of grouped or depthwise convolutions, which {name} "
-                               "has; prune it with an unstructured method")
-    elif not any(type(m) in (nn.Conv2d, nn.Linear) for m in model.modules()):
-        raise PruningError(f"{name} has no Conv2d or Linear layer for {method} to prune")
 
 
 def joint_ratios(budget: float) -> tuple[float, ...]:
@@ -192,45 +105,50 @@ def joint_schedule(epochs: int, options: JointOptions) -> tuple[int, tuple[int, 
     return iterations, tuple(max(1, round(w * scale)) for w in weights), finetune
 
 
-def prune(model: nn.Module, dataset: Dataset, method: str, budget: float | None, options: BaseModel | dict | None,
+def prune(model: nn.Module, dataset: Dataset, name: str, budget: float | None, options: BaseModel | dict | None,
           training: TrainingSpec, seed: int, device: torch.device) -> Pruned:
     """Prune ``model`` (modified in place, built and seeded by the caller) on ``dataset``; see the module doc."""
-    info = _method(method)
-    opts = options if isinstance(options, BaseModel) else parse_options(method, options)
+    info = method(name)
+    opts = options if isinstance(options, BaseModel) else parse_options(name, options)
     if info.takes_budget and budget is None:
-        raise PruningError(f"{method} needs a budget: the fraction of weights to keep, in (0, 1]")
-    check(method, model, budget if info.takes_budget else None)
+        raise PruningError(f"{name} needs a budget: the fraction of weights to keep, in (0, 1]")
+    check(name, model, budget if info.takes_budget else None)
     start = time.perf_counter()
-    runner = _RUNNERS[method]
-    return runner(model, dataset, budget, opts, training, seed, device, start)
+    return globals()[info.runner](model, dataset, budget, opts, training, seed, device, start)
 
 
 # ---------------------------------------------------------------------------------------------- methods
 
 
-def _run_masks(model, dataset, budget, opts, training, seed, device, start) -> Pruned:
+def run_aslp(model, dataset, budget, opts: ASLPOptions, training, seed, device, start) -> Pruned:
+    net = gumbel.prepare(model, signed_constant=opts.signed_constant, smart_rescale=opts.smart_rescale, seed=seed)
+    groups = gumbel.parameter_groups(net, mask_lr=opts.mask_lr, scale_lr=opts.scale_lr)
+    return _learn_masks("aslp", net, groups, dataset, training, seed, device, start)
+
+
+def run_edgepopup(model, dataset, budget, opts: EdgePopupOptions, training, seed, device, start) -> Pruned:
+    net = edgepopup.prepare(model, keep=budget, signed_constant=opts.signed_constant, seed=seed)
+    groups = edgepopup.parameter_groups(net, lr=opts.lr, weight_decay=opts.weight_decay)
+    return _learn_masks("edgepopup", net, groups, dataset, training, seed, device, start)
+
+
+def run_supermask(model, dataset, budget, opts: SupermaskOptions, training, seed, device, start) -> Pruned:
+    net = supermask.prepare(model, dynamic_rescale=opts.dynamic_rescale, signed_constant=opts.signed_constant,
+                            seed=seed)
+    return _learn_masks("supermask", net, supermask.parameter_groups(net, lr=opts.lr), dataset, training, seed,
+                        device, start)
+
+
+def _learn_masks(name: str, net: nn.Module, groups, dataset, training, seed, device, start) -> Pruned:
     """ASLP, edge-popup and Supermask: masks learned over the same frozen random weights for one seed."""
-    if isinstance(opts, ASLPOptions):
-        method = "aslp"
-        net = gumbel.prepare(model, signed_constant=opts.signed_constant, smart_rescale=opts.smart_rescale, seed=seed)
-        groups = gumbel.parameter_groups(net, mask_lr=opts.mask_lr, scale_lr=opts.scale_lr)
-    elif isinstance(opts, EdgePopupOptions):
-        method = "edgepopup"
-        net = edgepopup.prepare(model, keep=budget, signed_constant=opts.signed_constant, seed=seed)
-        groups = edgepopup.parameter_groups(net, lr=opts.lr, weight_decay=opts.weight_decay)
-    else:
-        method = "supermask"
-        net = supermask.prepare(model, dynamic_rescale=opts.dynamic_rescale, signed_constant=opts.signed_constant,
-                                seed=seed)
-        groups = supermask.parameter_groups(net, lr=opts.lr)
     fitted = fit(net, dataset, training, seed, device, param_groups=groups, keep_best=True)
     final = extract(net)
     details = {"best_epoch": fitted.best_epoch, "steps": fitted.steps, "stopped_early": fitted.stopped_early}
-    return _finish_unstructured(final, method, dataset, training, device, fitted.train_loss, start, details,
+    return _finish_unstructured(final, name, dataset, training, device, fitted.train_loss, start, details,
                                 epochs=fitted.epochs)
 
 
-def _run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, device, start) -> Pruned:
+def run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, device, start) -> Pruned:
     net = reparam.prepare(model)
     t_params = reparam.t_parameters(net)
     t_ids = {id(p) for p in t_params}
@@ -251,7 +169,7 @@ def _run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, d
     return _finish_unstructured(net, "reparam", dataset, training, device, loss, start, details)
 
 
-def _run_magnitude(model, dataset, budget, opts: MagnitudeOptions, training, seed, device, start) -> Pruned:
+def run_magnitude(model, dataset, budget, opts: MagnitudeOptions, training, seed, device, start) -> Pruned:
     fitted = fit(model, dataset, training, seed, device)
     dense = measure(model, dataset, training, device, fitted.train_loss, fitted.epochs, start)
     return magnitude_prune_trained(model, dataset, budget, opts, training, seed, device, dense, start)
@@ -280,7 +198,7 @@ def magnitude_prune_trained(model: nn.Module, dataset: Dataset, budget: float, o
                                  "scope": opts.scope, "finetune_epochs": opts.finetune_epochs}, epochs=epochs)
 
 
-def _run_joint(model, dataset, budget, opts: JointOptions, training, seed, device, start) -> Pruned:
+def run_joint(model, dataset, budget, opts: JointOptions, training, seed, device, start) -> Pruned:
     # joint.search_and_train has its own training loop (and keeps the target network on the CPU); its
     # sub-networks train on ``device``, augmented, laid out, clipped and in the precision the spec says,
     # with fit's divergence check, but at the paper's constant learning rate per coarse-to-fine stage
@@ -324,8 +242,6 @@ def _finish_unstructured(final: nn.Module, method: str, dataset: Dataset, traini
     return Pruned(final.cpu().eval(), result, method, False, kept, layers, None, details or {})
 
 
-_RUNNERS = {"aslp": _run_masks, "edgepopup": _run_masks, "supermask": _run_masks, "reparam": _run_reparam,
-            "magnitude": _run_magnitude, "joint": _run_joint}
-
-__all__ = ["METHODS", "Method", "Pruned", "PruningError", "check", "check_budget", "joint_ratios", "joint_schedule",
-           "magnitude_prune_trained", "parse_options", "prune"]
+__all__ = ["METHODS", "ASLPOptions", "EdgePopupOptions", "JointOptions", "MagnitudeOptions", "Method", "Pruned",
+           "PruningError", "ReparamOptions", "SupermaskOptions", "check", "check_budget", "joint_ratios",
+           "joint_schedule", "magnitude_prune_trained", "method", "parse_options", "prune"]
