@@ -21,28 +21,20 @@ def _modules() -> dict[str, Path]:
 
 
 def _module_level_imports(tree: ast.Module):
-    """Imports run when the module loads: at module level, in try blocks, not under `if TYPE_CHECKING`."""
+    """Imports run when the module loads: at module level, in try blocks, not under `if TYPE_CHECKING`
+    and not inside functions."""
+
+    def walk(node: ast.AST):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            for child in ast.iter_child_nodes(node):
+                yield from walk(child)
+
     for node in tree.body:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
-        yield from (n for n in ast.walk(node) if isinstance(n, ast.Import | ast.ImportFrom)
-                    and not any(isinstance(p, ast.FunctionDef | ast.AsyncFunctionDef) for p in _parents(node, n)))
-
-
-def _parents(root: ast.AST, target: ast.AST) -> list[ast.AST]:
-    path: list[ast.AST] = []
-
-    def walk(node: ast.AST) -> bool:
-        if node is target:
-            return True
-        path.append(node)
-        if any(walk(child) for child in ast.iter_child_nodes(node)):
-            return True
-        path.pop()
-        return False
-
-    walk(root)
-    return path
+        yield from walk(node)
 
 
 def _graph() -> dict[str, set[str]]:
