@@ -201,13 +201,15 @@ def _build_tap_matrix(kernel: tuple[int, int], size: tuple[int, int], layout: La
     return taps.view(kh * kw, -1)
 
 
+def _taps(weight: torch.Tensor, size: tuple[int, int], layout: Layout) -> torch.Tensor:
+    return _tap_matrix(tuple(weight.shape[2:]), size, layout).to(weight.dtype)
+
+
 def _depthwise_broadcast(x: torch.Tensor, weight: torch.Tensor, layout: Layout) -> torch.Tensor:
     """Each channel's (P, Q) matrix times its pixels, as one broadcast product over the channels-last
     memory (N, Q, C): no copies, and both the output and the input's gradient stay channels-last."""
-    n, c, h, w = x.shape
-    kh, kw = weight.shape[2:]
-    oh, ow = _out_shape(h, w, kh, kw, layout)
-    taps = _tap_matrix((kh, kw), (h, w), layout).to(weight.dtype)
+    (n, c, h, w), (kh, kw) = x.shape, weight.shape[2:]
+    (oh, ow), taps = _out_shape(h, w, kh, kw, layout), _taps(weight, (h, w), layout)
     per_pixel = (taps.t() @ weight.reshape(c, kh * kw).t()).view(oh * ow, h * w, c)  # (P, Q, C)
     pixels = x.permute(0, 2, 3, 1).reshape(n, 1, h * w, c)  # a view
     return (pixels * per_pixel).sum(2).view(n, oh, ow, c).permute(0, 3, 1, 2)
@@ -216,10 +218,8 @@ def _depthwise_broadcast(x: torch.Tensor, weight: torch.Tensor, layout: Layout) 
 def _depthwise_batched(x: torch.Tensor, weight: torch.Tensor, layout: Layout) -> torch.Tensor:
     """Each channel's (P, Q) matrix times its pixels, as a matrix product batched over the channels:
     for matrices too large to broadcast, at the price of moving the channels first and back."""
-    n, c, h, w = x.shape
-    kh, kw = weight.shape[2:]
-    oh, ow = _out_shape(h, w, kh, kw, layout)
-    taps = _tap_matrix((kh, kw), (h, w), layout).to(weight.dtype)
+    (n, c, h, w), (kh, kw) = x.shape, weight.shape[2:]
+    (oh, ow), taps = _out_shape(h, w, kh, kw, layout), _taps(weight, (h, w), layout)
     per_channel = (weight.reshape(c, kh * kw) @ taps).view(c, oh * ow, h * w)  # (C, P, Q)
     columns = _ChannelsLastGrad.apply(x).permute(1, 0, 2, 3).reshape(c, n, h * w)  # (C, N, Q)
     y = torch.bmm(columns, per_channel.transpose(1, 2))  # (C, N, P)
