@@ -23,8 +23,9 @@ import time
 from datetime import date
 from pathlib import Path
 
-from dvolver.algorithms import CheapValues, make_algorithm
+from dvolver.algorithms import make_algorithm
 from dvolver.api import run_search
+from dvolver.ask_tell import CheapValues, Told
 from dvolver.evaluation import cheap_metrics, evaluate
 from dvolver.objectives import OBJECTIVES
 from dvolver.spec import SearchSpec
@@ -72,7 +73,7 @@ def storeless(spec: SearchSpec) -> list[str]:
         if any(key(g) not in results for g in genomes):
             break
         F = np.array([minimised(results[key(g)]) for g in genomes])
-        algorithm.tell(genomes, F, np.zeros((len(genomes), 1)))
+        algorithm.tell(genomes, Told.finished(F))
     return list(results)
 
 

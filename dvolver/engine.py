@@ -29,7 +29,8 @@ import search_spaces
 from search_spaces import Genome, genome_key
 
 from . import data
-from .algorithms import Algorithm, CheapValues, make_algorithm
+from .algorithms import make_algorithm
+from .ask_tell import Algorithm, CheapValues, Told
 from .errors import DvolverError, LeaseLost
 from .evaluation import WEIGHTS, candidate_seed, cheap_metrics, evaluate
 from .executors import Executor, Outcome
@@ -40,8 +41,6 @@ from .store import FINAL_STATUSES, Candidate, Store
 
 log = logging.getLogger(__name__)
 
-FAILED_VIOLATION = 1e6  # told to the algorithm for a candidate whose evaluation failed
-UNKNOWN = 1e18  # an objective an untrained (infeasible) candidate has no value for
 STALL_LIMIT = 20  # generations in a row with nothing to evaluate: the constraints cannot be met
 
 
@@ -193,7 +192,7 @@ class _Run:
                 if not keys <= self.results.keys():
                     break  # the budget ran out inside this batch
                 self._check_not_all_failed()
-                algorithm.tell(genomes, *self._answers(genomes))
+                algorithm.tell(genomes, self._answers(genomes))
                 self._snapshot()
                 idle = 0 if added else idle + 1
                 if idle >= STALL_LIMIT and not self.stopped:
@@ -359,17 +358,12 @@ class _Run:
         self.front = [c for c in self.front if not dominates(point, minimised(c, self.spec.objectives))] + [record]
         return True
 
-    def _answers(self, genomes: list[Genome]) -> tuple[np.ndarray, np.ndarray]:
-        F, G = [], []
-        for genome in genomes:
-            record = self.results[self.key(genome)]
-            F.append([OBJECTIVES[o].minimised(record.objectives[o]) if o in record.objectives else UNKNOWN
-                      for o in self.spec.objectives])
-            if record.status == "failed":
-                G.append([FAILED_VIOLATION])
-            else:
-                G.append([violation(self.spec.constraints, record.objectives)])
-        return np.array(F, dtype=float), np.array(G, dtype=float)
+    def _answers(self, genomes: list[Genome]) -> Told:
+        records = [self.results[self.key(genome)] for genome in genomes]
+        F = [[OBJECTIVES[o].minimised(r.objectives[o]) if o in r.objectives else np.inf for o in self.spec.objectives]
+             for r in records]
+        G = [np.inf if r.status == "failed" else violation(self.spec.constraints, r.objectives) for r in records]
+        return Told(np.array(F, dtype=float), np.array(G, dtype=float), tuple(r.status for r in records))
 
     def _snapshot(self, final: bool = False) -> None:
         front = self.front

@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_v
 import search_spaces
 
 from . import data
+from .algorithms import ALGORITHM_NAMES
 from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
 from .pruning import registry as methods_registry
@@ -25,8 +26,6 @@ from .training_spec import FINITE, JsonNumbers, ResourcesSpec, TrainingSpec
 
 __all__ = ["ALGORITHM_NAMES", "PruningSpec", "ResourcesSpec", "SearchSpec", "TrainingSpec",
            "describe_validation_error"]
-
-ALGORITHM_NAMES = ("surrogate", "nsga2", "random", "grid")
 
 
 def _one_of(names: object) -> dict[str, Any]:

@@ -25,13 +25,13 @@ comes from one generator seeded by `seed`: the same seed asks the same genomes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from search_spaces import Genome, GenomeCodec, SearchSpace
 
+from .ask_tell import CheapLookup, CheapValues, Told
 from .pareto import dominance_distance, hypervolume_improvement, non_dominated
 
 POOL_PER_SLOT = 4  # candidates scored per evaluation asked
@@ -41,26 +41,11 @@ TWO_GENE_P = 0.3  # a mutation changes two genes instead of one
 KAPPA = 1.5  # optimism: how many ensemble spreads (in rank) below the mean prediction a candidate is scored at
 TREES = 64
 REFERENCE_MARGIN = 0.1  # the hypervolume reference point sits this share of the range past the worst seen
-UNKNOWN_ABOVE = 1e15  # the engine tells ~1e18 for an objective an unevaluated candidate has no value for
-
-
-@dataclass(frozen=True)
-class CheapValues:
-    """What is known of a candidate before it is evaluated.
-
-    values: its minimised objectives, NaN for those that need training; violation: of the
-    constraints on cheap objectives (> 0: the engine would reject it untrained)."""
-
-    values: np.ndarray
-    violation: float = 0.0
-
-
-CheapObjectives = Callable[[Genome], CheapValues]
 
 
 class SurrogateSearch:
     def __init__(self, space: SearchSpace, key: Callable[[Genome], str], batch: int, n_objectives: int, seed: int,
-                 cheap: CheapObjectives | None = None, initial: int | None = None) -> None:
+                 cheap: CheapLookup | None = None, initial: int | None = None) -> None:
         self.space, self.key, self.batch, self.m = space, key, batch, n_objectives
         self.initial = batch if initial is None else initial
         self.codec: GenomeCodec = space.codec()
@@ -71,10 +56,11 @@ class SurrogateSearch:
         self.genomes: list[Genome] = []
         self.F = np.empty((0, n_objectives))
         self.G = np.empty(0)
+        self.measured = np.empty(0, dtype=bool)  # every objective measured: not failed, not rejected untrained
         self._asks = self._tells = 0
 
     def ask(self) -> list[Genome]:
-        first = self._valid_rows().sum() < 2
+        first = self.measured.sum() < 2
         # Asked again before the last ask is told (the engine overlaps asks with training): that
         # ask was the spread-out first population, this one is only a batch.
         size = self.initial if first and self._asks == self._tells else self.batch
@@ -94,14 +80,13 @@ class SurrogateSearch:
         self.asked.update(self.key(g) for g in chosen)
         return chosen
 
-    def tell(self, genomes: list[Genome], F: np.ndarray, G: np.ndarray) -> None:
+    def tell(self, genomes: Sequence[Genome], told: Told) -> None:
         self._tells += 1
-        F = np.asarray(F, dtype=float).reshape(len(genomes), self.m)
-        G = np.asarray(G, dtype=float).reshape(len(genomes), -1)
         self.genomes += [tuple(int(v) for v in g) for g in genomes]
         self.asked.update(self.key(g) for g in genomes)
-        self.F = np.vstack([self.F, F])
-        self.G = np.concatenate([self.G, G.max(axis=1) if G.shape[1] else np.zeros(len(genomes))])
+        self.F = np.vstack([self.F, told.F.reshape(len(genomes), self.m)])
+        self.G = np.concatenate([self.G, told.G])
+        self.measured = np.concatenate([self.measured, told.measured])
 
     # --- the pool -------------------------------------------------------------------------------
 
@@ -134,7 +119,7 @@ class SurrogateSearch:
 
     def _parents(self) -> list[Genome]:
         """The feasible front and the fronts behind it, until they hold a batch's worth of networks."""
-        rows = np.flatnonzero(self._valid_rows() & (self.G <= 0))
+        rows = np.flatnonzero(self.measured & (self.G <= 0))
         chosen: list[int] = []
         want = max(self.batch, 10)
         while len(rows) and len(chosen) < want:
@@ -167,10 +152,6 @@ class SurrogateSearch:
 
     # --- choosing the batch ---------------------------------------------------------------------
 
-    def _valid_rows(self) -> np.ndarray:
-        """Evaluated candidates whose every objective was measured (not failed, not rejected untrained)."""
-        return np.isfinite(self.F).all(axis=1) & (np.abs(self.F) < UNKNOWN_ABOVE).all(axis=1)
-
     def _spread(self, pool: list[Genome], known: np.ndarray, size: int) -> list[Genome]:
         """Farthest-point picks over the cheap objectives: the first batch covers their whole range."""
         cols = ~np.isnan(known).any(axis=0)
@@ -191,7 +172,7 @@ class SurrogateSearch:
 
     def _select(self, pool: list[Genome], known: np.ndarray) -> list[Genome]:
         mean, spread = self._predict(pool, known)
-        valid = self._valid_rows()
+        valid = self.measured
         feasible = valid & (self.G <= 0)
         front = self.F[feasible] if feasible.any() else self.F[valid]
         front = front[non_dominated(front)]
@@ -216,7 +197,7 @@ class SurrogateSearch:
         missing = np.isnan(known)
         if not missing.any():
             return mean, spread
-        valid = self._valid_rows()
+        valid = self.measured
         X_seen = self._features([self.genomes[i] for i in np.flatnonzero(valid)])
         X_pool = self._features(pool)
         for j in np.flatnonzero(missing.any(axis=0)):

@@ -1,6 +1,8 @@
 import numpy as np
 
-from dvolver.algorithms import NSGA2, RandomSearch
+from dvolver.algorithms import RandomSearch
+from dvolver.ask_tell import Told
+from dvolver.nsga2 import NSGA2
 from search_spaces import genome_key, make_space
 
 
@@ -14,7 +16,7 @@ def _drive(algorithm, generations, objective):
         genomes = algorithm.ask()
         asked.append(genomes)
         F = np.array([objective(g) for g in genomes], dtype=float)
-        algorithm.tell(genomes, F, np.zeros((len(genomes), 1)))
+        algorithm.tell(genomes, Told.finished(F))
     return asked
 
 
@@ -49,3 +51,44 @@ def test_random_search_draws_distinct_networks():
     for g in batches[0]:
         space.codec().check(g)
         assert g[20] == 0 and g[41] == 0  # Dvolver starts with empty extra_concat
+
+
+def test_an_unknown_algorithm_name_is_an_error_not_nsga2():
+    import pytest
+
+    from dvolver.algorithms import make_algorithm
+    from dvolver.errors import DvolverError
+
+    space = make_space("nb201")
+    with pytest.raises(DvolverError, match="unknown algorithm 'nsga3'; choose among surrogate, nsga2, random, grid"):
+        make_algorithm("nsga3", space, _keyer(space), 8, 2, 0)
+
+
+def test_told_says_what_each_row_is_and_rejects_nan_and_unknown_statuses():
+    import pytest
+
+    told = Told(np.array([[-0.9, 1.0], [np.inf, 2.0], [np.inf, 3.0]]), np.array([0.0, np.inf, 0.5]),
+                ("finished", "failed", "infeasible"))
+    assert told.measured.tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="NaN"):
+        Told(np.array([[np.nan, 1.0]]), np.zeros(1), ("finished",))
+    with pytest.raises(ValueError, match="unknown status"):
+        Told(np.array([[0.0, 1.0]]), np.zeros(1), ("lost",))
+    with pytest.raises(ValueError, match="one row each"):
+        Told(np.array([[0.0, 1.0]]), np.zeros(2), ("finished",))
+
+
+def test_nsga2_ranks_a_failed_candidate_below_every_measured_one():
+    """A failed row (F and G at +inf) must neither crash pymoo's crowding (inf - inf) nor survive."""
+    space = make_space("nb201")
+    algorithm = NSGA2(space, _keyer(space), 8, 2, seed=0)
+    genomes = algorithm.ask()
+    F = np.array([_toy_objective(g) for g in genomes], dtype=float)
+    G = np.zeros(len(genomes))
+    F[0], G[0] = np.inf, np.inf
+    algorithm.tell(genomes, Told(F, G, ("failed",) + ("finished",) * (len(genomes) - 1)))
+    offspring = algorithm.ask()
+    algorithm.tell(offspring, Told.finished(np.array([_toy_objective(g) for g in offspring], dtype=float)))
+    survivors = {tuple(int(v) for v in x) for x in algorithm._algorithm.pop.get("X")}
+    assert len(survivors) == 8 and genomes[0] not in survivors
+    assert np.isfinite(algorithm._algorithm.pop.get("F")).all()

@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from dvolver import efficiency
 from dvolver.algorithms import SurrogateSearch, make_algorithm
 from dvolver.api import run_search
+from dvolver.ask_tell import CheapValues, Told
 from dvolver.cli import app
 from dvolver.pareto import hypervolume, hypervolume_improvement, igd
-from dvolver.surrogate_search import CheapValues
 from search_spaces import genome_key, make_space
 from search_spaces.nb201 import ALL_GENOMES, NB201Cell, arch_str, edge_terms
 
@@ -102,10 +102,12 @@ def _drive(algorithm, batches, fail_every=0):
         genomes = algorithm.ask()
         asked.append(genomes)
         F = np.array([_toy(g) for g in genomes])
-        G = np.zeros((len(genomes), 1))
+        G = np.zeros(len(genomes))
+        status = ["finished"] * len(genomes)
         if fail_every:
-            F[::fail_every], G[::fail_every] = 1e18, 1e6  # what the engine tells for a failed evaluation
-        algorithm.tell(genomes, F, G)
+            F[::fail_every], G[::fail_every] = np.inf, np.inf  # what the engine tells for a failed evaluation
+            status[::fail_every] = ["failed"] * len(status[::fail_every])
+        algorithm.tell(genomes, Told(F, G, tuple(status)))
     return asked
 
 
@@ -127,8 +129,8 @@ def test_surrogate_search_is_reproducible_and_never_asks_a_network_twice():
 
 
 def test_failed_evaluations_are_never_fitted_on(monkeypatch):
-    """A failure is told as F = 1e18 (the engine's placeholder): fitted on, it would be predicted as a
-    network of accuracy -1e18 and steer the search; the forest sees only the evaluations that worked."""
+    """A failure is told with status "failed" and F = +inf: fitted on, it would be predicted as a
+    network of infinite cost and steer the search; the forest sees only the evaluations that worked."""
     from dvolver import surrogate_search
 
     fitted = []
@@ -143,7 +145,7 @@ def test_failed_evaluations_are_never_fitted_on(monkeypatch):
     asked = _drive(make_algorithm("surrogate", space, _keyer(space), 8, 2, 3, cheap=_cheap_second), 6, fail_every=3)
     told = sum(len(b) for b in asked[:-1])  # the last ask was fitted on every batch before it
     failed_before_last = sum(len(b[::3]) for b in asked[:-1])
-    assert fitted and all(np.abs(y).max() < 1e17 for y in fitted)
+    assert fitted and all(np.isfinite(y).all() for y in fitted)
     assert len(fitted[-1]) == told - failed_before_last
 
 
@@ -168,8 +170,7 @@ def test_surrogate_search_improves_without_cheap_objectives_and_with_three():
     asked = []
     for _ in range(5):
         asked.append(algorithm.ask())
-        algorithm.tell(asked[-1], np.array([_toy(g) + [g.count(2)] for g in asked[-1]]),
-                       np.zeros((len(asked[-1]), 1)))
+        algorithm.tell(asked[-1], Told.finished(np.array([_toy(g) + [g.count(2)] for g in asked[-1]])))
     assert len(algorithm.genomes) == 50
     later = [score(g) for b in asked[-2:] for g in b]
     first = [score(g) for g in asked[0]]

@@ -1,0 +1,87 @@
+"""The contract between the engine and a search algorithm: what it is asked, and what it is told.
+
+An algorithm asks for genomes; the engine answers each ask, in ask order, with one `Told`. Values
+are minimised (accuracy is told as its negation). Nothing is encoded in magic numbers: a value a
+candidate has no measure of is +inf, and the row's status says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from search_spaces import Genome
+
+STATUSES = ("finished", "failed", "infeasible")
+
+
+@dataclass(frozen=True)
+class Told:
+    """The answer to one ask, one row per genome asked.
+
+    F: (n, m) minimised objectives; +inf for an objective the candidate has no value for (its
+       evaluation failed, or it was rejected on a cheap constraint before training).
+    G: (n,) constraint violation, > 0 infeasible; +inf for a failed evaluation.
+    status: per row, "finished", "failed" (its evaluation raised) or "infeasible" (it broke a
+       cheap constraint and was never trained).
+    """
+
+    F: np.ndarray
+    G: np.ndarray
+    status: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        F = np.asarray(self.F, dtype=float)
+        G = np.asarray(self.G, dtype=float).reshape(-1)
+        status = tuple(self.status)
+        if F.ndim != 2 or not len(F) == len(G) == len(status):
+            raise ValueError(f"Told: F {F.shape}, G {G.shape} and {len(status)} statuses must have one row each")
+        if unknown := set(status) - set(STATUSES):
+            raise ValueError(f"Told: unknown status {sorted(unknown)}; choose among {', '.join(STATUSES)}")
+        if np.isnan(F).any() or np.isnan(G).any():
+            raise ValueError("Told: NaN in F or G; tell +inf for a value that was never measured")
+        object.__setattr__(self, "F", F)
+        object.__setattr__(self, "G", G)
+        object.__setattr__(self, "status", status)
+
+    @classmethod
+    def finished(cls, F: np.ndarray, G: np.ndarray | None = None) -> Told:
+        """Every row measured (a table lookup, a test): G defaults to no violation."""
+        F = np.asarray(F, dtype=float)
+        return cls(F, np.zeros(len(F)) if G is None else G, ("finished",) * len(F))
+
+    @property
+    def measured(self) -> np.ndarray:
+        """Rows whose every objective was measured: finished, and nothing left at +inf."""
+        return np.array([s == "finished" for s in self.status], dtype=bool) & np.isfinite(self.F).all(axis=1)
+
+
+@dataclass(frozen=True)
+class CheapValues:
+    """What is known of a candidate before it is evaluated.
+
+    values: its minimised objectives, NaN for those that need training; violation: of the
+    constraints on cheap objectives (> 0: the engine would reject it untrained)."""
+
+    values: np.ndarray
+    violation: float = 0.0
+
+
+# Looks up a genome's cheap values (counted costs, no training); the engine provides it.
+CheapLookup = Callable[[Genome], CheapValues]
+
+
+class Algorithm(Protocol):
+    # The one generator every random choice draws from; None for an algorithm that draws nothing.
+    # The engine journals its state at each ask, so a resumed search can prove it replays the run.
+    rng: np.random.Generator | None
+
+    def ask(self) -> list[Genome]:
+        """The next genomes to evaluate; empty when the space holds nothing new."""
+
+    def tell(self, genomes: Sequence[Genome], told: Told) -> None:
+        """Answers the oldest ask not yet answered; the engine may make one more ask before telling
+        the one before it."""
