@@ -18,6 +18,8 @@ import time
 
 from machine import header
 
+from dvolver.run_stats import RunStats
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,13 +40,13 @@ def main() -> None:
             shown = json.loads(subprocess.run([sys.executable, "-m", "dvolver", "show", "1", "--db", db],
                                               capture_output=True, text=True, check=True).stdout)
         best = max(front, key=lambda r: r["acc_pct"])
-        stats = shown["stats"]
+        stats = RunStats.from_dict(shown["stats"])
         ok = wall <= 180 and len(front) >= 3 and best["test_acc_pct"] >= 90
-        print(f"run {run + 1}: wall {wall:.1f} s (search loop {stats['wall_seconds']:.1f} s), "
+        print(f"run {run + 1}: wall {wall:.1f} s (search loop {stats.wall_seconds:.1f} s), "
               f"front {len(front)}, best val {best['acc_pct']:.2f} % / test {best['test_acc_pct']:.2f} % "
               f"at {best['flops'] / 1e6:.2f} MFLOPs ({best['macs'] / 1e6:.2f} MMACs), "
-              f"utilisation {stats['utilisation']:.2f} over {stats['workers']} workers, driver CPU "
-              f"{stats['driver_cpu_seconds']:.1f} s ({stats['driver_cpu_seconds_per_evaluation']:.3f} s per eval.) "
+              f"utilisation {stats.utilisation:.2f} over {stats.workers} workers, driver CPU "
+              f"{stats.driver_cpu_seconds:.1f} s ({stats.driver_cpu_seconds_per_evaluation:.3f} s per eval.) "
               f"-> {'PASS' if ok else 'FAIL'}")
 
 

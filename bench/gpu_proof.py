@@ -165,7 +165,8 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def cli_search(args: argparse.Namespace, workdir: Path, name: str, flags: list[str]) -> SearchResult:
+def cli_search(args: argparse.Namespace, workdir: Path, name: str, flags: list[str]) -> tuple[SearchResult, float]:
+    """The stored result of one `dvolver search` run, and the seconds the CLI took in all."""
     """One `dvolver search` through the real CLI in a subprocess; its result read back from its store."""
     db = workdir / f"{name}.db"
     cmd = [sys.executable, "-m", "dvolver", "search", "--executor", args.executor, "--workers", str(args.workers),
@@ -176,20 +177,18 @@ def cli_search(args: argparse.Namespace, workdir: Path, name: str, flags: list[s
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    found = result(Store(f"sqlite:///{db}"), 1)
-    found.stats["cli_wall_s"] = round(wall, 2)
-    return found
+    return result(Store(f"sqlite:///{db}"), 1), wall
 
 
-def search_figures(found: SearchResult) -> dict[str, Any]:
+def search_figures(found: SearchResult, cli_wall: float) -> dict[str, Any]:
     done = [c for c in found.candidates if c.status == "finished"]
-    wall = found.stats.get("evaluation_wall_seconds") or 0.0
+    wall = found.stats.evaluation_wall_seconds
     return {
         "evaluations": len(found.candidates), "finished": len(done),
         "failed": [c.error for c in found.candidates if c.status == "failed"],
-        "cli_wall_s": found.stats["cli_wall_s"], "search_wall_s": found.stats.get("wall_seconds"),
+        "cli_wall_s": round(cli_wall, 2), "search_wall_s": found.stats.wall_seconds,
         "evaluation_wall_s": wall, "evaluations_per_s": round(len(done) / wall, 3) if wall else None,
-        "utilisation": found.stats.get("utilisation"), "workers": found.stats.get("workers"),
+        "utilisation": found.stats.utilisation, "workers": found.stats.workers,
         "devices": sorted({str(c.metrics.get("device")) for c in done}),
         "precisions": sorted({str(c.metrics.get("precision")) for c in done}),
         "gpus": sorted({str(c.metrics["gpu"]) for c in done if "gpu" in c.metrics}),
@@ -222,9 +221,9 @@ def digits_flags(sizes: Sizes) -> list[str]:
 def digits_searches(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> tuple[dict[str, Any], SearchResult]:
     start = time.perf_counter()
     common = digits_flags(sizes)
-    gpu = cli_search(args, workdir, "digits_gpu", [*common, "--gpus-per-eval", gpu_flag(args)])
-    cpu = cli_search(args, workdir, "digits_cpu", [*common, "--gpus-per-eval", "0"])
-    g, c = search_figures(gpu), search_figures(cpu)
+    gpu, gpu_wall = cli_search(args, workdir, "digits_gpu", [*common, "--gpus-per-eval", gpu_flag(args)])
+    cpu, cpu_wall = cli_search(args, workdir, "digits_cpu", [*common, "--gpus-per-eval", "0"])
+    g, c = search_figures(gpu, gpu_wall), search_figures(cpu, cpu_wall)
     ratio = (c["evaluation_wall_s"] / g["evaluation_wall_s"]) if g["evaluation_wall_s"] else None
     return {"command_flags": [*common, "--gpus-per-eval", gpu_flag(args)], "gpu": g, "cpu": c,
             "cpu_over_gpu_wall": round(ratio, 2) if ratio else None,
@@ -233,7 +232,7 @@ def digits_searches(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> tu
 
 def determinism(args: argparse.Namespace, sizes: Sizes, workdir: Path, first: SearchResult) -> dict[str, Any]:
     start = time.perf_counter()
-    again = cli_search(args, workdir, "digits_gpu_again", [*digits_flags(sizes), "--gpus-per-eval", gpu_flag(args)])
+    again, _ = cli_search(args, workdir, "digits_gpu_again", [*digits_flags(sizes), "--gpus-per-eval", gpu_flag(args)])
 
     def table(found: SearchResult) -> list[tuple[Any, ...]]:
         return [(c.key, c.status, json.dumps(c.objectives, sort_keys=True)) for c in found.candidates]
@@ -251,8 +250,8 @@ def cifar_search(args: argparse.Namespace, sizes: Sizes, workdir: Path) -> dict[
     flags = ["--dataset", str(args.data.resolve()), "--objectives", "acc,flops",
              "--evaluations", str(sizes.cifar_evaluations), "--population", str(sizes.cifar_evaluations),
              "--gpus-per-eval", gpu_flag(args), *sizes.cifar_extra]
-    found = cli_search(args, workdir, "cifar_gpu", flags)
-    figures = search_figures(found)
+    found, cli_wall = cli_search(args, workdir, "cifar_gpu", flags)
+    figures = search_figures(found, cli_wall)
     spec = found.spec
     train_images = len(data.load(str(args.data)).x_train)
     if spec.training.train_limit:

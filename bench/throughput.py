@@ -87,8 +87,8 @@ def main() -> None:
         walls[workers, overlap], fronts[workers, overlap] = wall, sorted(c.key for c in result.front)
         stats = result.stats
         seconds = [c.seconds for c in result.candidates if c.seconds]
-        print(f"| {workers} | {'on' if overlap else 'off'} | {wall:.1f} | {stats['evaluation_wall_seconds']:.1f} | "
-              f"{sum(stats['busy_seconds'].values()):.1f} | {stats['utilisation']:.2f} | "
+        print(f"| {workers} | {'on' if overlap else 'off'} | {wall:.1f} | {stats.evaluation_wall_seconds:.1f} | "
+              f"{sum(stats.busy_seconds.values()):.1f} | {stats.utilisation:.2f} | "
               f"{min(seconds):.1f}-{max(seconds):.1f} |")
     assert fronts[1, True] == fronts[2, True], "1 and 2 workers gave different fronts"
     print(f"\nspeed-up 1 -> 2 workers: {walls[1, True] / walls[2, True]:.2f}x (same front)")

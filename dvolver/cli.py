@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import DvolverError
+from .run_stats import RunStats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-objective neural architecture search: Pareto fronts of accuracy against cost.")
@@ -308,14 +309,14 @@ def _run_with_progress(job: Any, live: _LiveProgress, created: list[int], db: st
     _print_front(result, "table")
     _write_plot(result, plot)
     stats = result.stats
-    util = stats.get("utilisation")
-    if stats.get("stopped_early"):
-        err.print(f"stopped before the budget: {stats['stopped_early']}", highlight=False)
-    err.print(f"{stats['evaluations']} evaluations ({stats['trained']} run now, {stats['reused']} reused from the "
-              f"store, {stats['infeasible']} rejected on cheap constraints, {stats['failed']} failed) in "
-              f"{stats.get('wall_seconds', 0):.1f} s; worker utilisation "
-              f"{'-' if util is None else f'{util:.0%}'} over {stats['workers']} worker(s); driver CPU "
-              f"{stats.get('driver_cpu_seconds_per_evaluation', 0):.3f} s per evaluation", highlight=False)
+    util = stats.utilisation
+    if stats.stopped_early:
+        err.print(f"stopped before the budget: {stats.stopped_early}", highlight=False)
+    err.print(f"{stats.evaluations} evaluations ({stats.trained} run now, {stats.reused} reused from the "
+              f"store, {stats.infeasible} rejected on cheap constraints, {stats.failed} failed) in "
+              f"{stats.wall_seconds or 0:.1f} s; worker utilisation "
+              f"{'-' if util is None else f'{util:.0%}'} over {stats.workers} worker(s); driver CPU "
+              f"{stats.driver_cpu_seconds_per_evaluation:.3f} s per evaluation", highlight=False)
 
 
 def _stored_result(search_id: int, db: str | None) -> Any:
@@ -474,9 +475,9 @@ def list_searches(
     for column in ("id", "name", "status", "space", "objectives", "evaluations", "front", "created"):
         table.add_column(column)
     for s in store.list_searches(status):
-        done = s.stats.get("evaluations", 0)
+        stats = RunStats.from_dict(s.stats)
         table.add_row(str(s.id), s.name or "", s.status, s.spec["space"], ",".join(s.spec["objectives"]),
-                      f"{done}/{s.spec['evaluations']}", str(s.stats.get("front_size", "-")),
+                      f"{stats.evaluations}/{s.spec['evaluations']}", str(stats.front_size),
                       s.created_at.strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 
@@ -493,7 +494,7 @@ def show(
         s = Store(db).get_search(search_id)
     except DvolverError as exc:
         _fail(str(exc))
-    stats = {k: v for k, v in s.stats.items() if k != "hypervolume_history"}
+    stats = RunStats.from_dict(s.stats).summary()
     console.print_json(json.dumps({
         "id": s.id, "name": s.name, "status": s.status, "error": s.error, "seed": s.seed,
         "created_at": s.created_at.isoformat(), "started_at": s.started_at and s.started_at.isoformat(),

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from dvolver.engine import minimised, pareto_front
 from dvolver.export import Exported, export_candidate
+from dvolver.front import minimised, pareto_front
 from dvolver.jsonable import finite
 from dvolver.objectives import OBJECTIVES, violation
 from dvolver.pareto import hypervolume, knee_point, non_dominated, normalise
+from dvolver.run_stats import RunStats
 from dvolver.spec import SearchSpec
 from dvolver.store import Candidate, Search, Store
 
@@ -283,13 +284,12 @@ def _snapshot(key: tuple[Any, ...], spec: SearchSpec, candidates: list[Candidate
 
 
 def summary(search: Search, shared: schemas.SharedHypervolume | None = None) -> schemas.SearchSummary:
-    stats, spec = search.stats, search.spec
+    stats, spec = RunStats.from_dict(search.stats), search.spec
     return schemas.SearchSummary(
         id=search.id, name=search.name, owner=search.owner, status=search.status, space=spec["space"],
         dataset=_dataset(spec), objectives=spec["objectives"],
-        progress=schemas.Progress(evaluations=stats.get("evaluations", 0), budget=spec["evaluations"],
-                                  front_size=stats.get("front_size", 0),
-                                  hypervolume=finite(stats.get("hypervolume"))),
+        progress=schemas.Progress(evaluations=stats.evaluations, budget=spec["evaluations"],
+                                  front_size=stats.front_size, hypervolume=finite(stats.hypervolume)),
         shared_hypervolume=shared, created_at=search.created_at, started_at=search.started_at,
         finished_at=search.finished_at, error=search.error)
 
@@ -314,12 +314,12 @@ OBJECTIVE_INFO = {
 
 def detail(search: Search, last_event_id: int, shared: schemas.SharedHypervolume | None = None
            ) -> schemas.SearchDetail:
-    stats = {k: v for k, v in search.stats.items() if k != "hypervolume_history"}
+    stats = RunStats.from_dict(search.stats)
     return schemas.SearchDetail(
-        **summary(search, shared).model_dump(), spec=search.spec, stats=finite(stats),
+        **summary(search, shared).model_dump(), spec=search.spec, stats=finite(stats.summary()),
         timings=schemas.Timings(queued_seconds=_seconds(search.created_at, search.started_at),
                                 running_seconds=_seconds(search.started_at, search.finished_at)),
-        hypervolume_history=finite(search.stats.get("hypervolume_history", [])), objective_info=OBJECTIVE_INFO,
+        hypervolume_history=finite(stats.hypervolume_history), objective_info=OBJECTIVE_INFO,
         last_event_id=last_event_id)
 
 

@@ -24,6 +24,7 @@ import sys
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+import dvolver.dispatch as dispatch
 import dvolver.engine as engine
 from dvolver.cli import main
 from dvolver.store import CandidateRow
@@ -40,7 +41,7 @@ def _reached(moment: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-_evaluate = engine.evaluate
+_evaluate = dispatch.evaluate
 
 
 def _counted_evaluate(genome, spec, seed, *data):
@@ -51,9 +52,9 @@ def _counted_evaluate(genome, spec, seed, *data):
     return value
 
 
-engine.evaluate = _counted_evaluate
+dispatch.evaluate = _counted_evaluate
 
-_accept = engine._Run._accept
+_accept = engine.SearchLoop._accept
 
 
 def _counted_accept(self, record, reused=False):
@@ -62,7 +63,7 @@ def _counted_accept(self, record, reused=False):
     return _accept(self, record, reused)
 
 
-engine._Run._accept = _counted_accept
+engine.SearchLoop._accept = _counted_accept
 
 
 @event.listens_for(Session, "before_flush")

@@ -3,7 +3,7 @@ import pytest
 
 from dvolver import SearchSpec, resume_search, run_search
 from dvolver.api import versions
-from dvolver.engine import EvaluationsFailed, _Run, run
+from dvolver.engine import EvaluationsFailed, SearchLoop, run
 from dvolver.errors import DvolverError
 from dvolver.executors import InlineExecutor
 from dvolver.store import Store
@@ -36,8 +36,8 @@ def _equivalent_nasnet_a():
 
 def _generation(loop, genomes):
     """One ask's worth of the loop: submit what is new, wait for it."""
-    loop._submit(genomes)
-    loop._collect({loop.key(g) for g in genomes})
+    loop.evaluate(genomes)
+    loop.wait_for({loop.key(g) for g in genomes})
 
 
 def test_a_duplicate_network_is_never_trained_twice(db):
@@ -45,7 +45,7 @@ def test_a_duplicate_network_is_never_trained_twice(db):
     store = Store(db)
     search_id = store.create_search(spec.model_dump(mode="json"), versions())
     executor = CountingExecutor()
-    loop = _Run(store, search_id, executor, None)
+    loop = SearchLoop(store, search_id, executor, None)
     twin = _equivalent_nasnet_a()
     assert twin != NASNET_A
     _generation(loop, [NASNET_A, twin, NASNET_A])
@@ -56,7 +56,7 @@ def test_a_duplicate_network_is_never_trained_twice(db):
     assert candidate.status == "finished" and "test_acc" in candidate.metrics
     # A later pass over the same search (a resume) reuses the stored result.
     again = CountingExecutor()
-    _generation(_Run(store, search_id, again, None), [twin])
+    _generation(SearchLoop(store, search_id, again, None), [twin])
     assert again.submitted == []
 
 
@@ -75,7 +75,7 @@ def test_cheap_constraints_reject_before_training(db):
     rejected = [c for c in result.candidates if c.status == "infeasible"]
     assert rejected, "the bound should reject some candidates"
     assert all(c.objectives["flops"] > bound and "test_acc" not in c.metrics for c in rejected)
-    assert len(executor.submitted) == result.stats["trained"] == 8
+    assert len(executor.submitted) == result.stats.trained == 8
     assert all(c.objectives["flops"] <= bound for c in result.front)
 
 
@@ -98,7 +98,7 @@ def test_a_failing_evaluation_is_recorded_and_the_search_goes_on(db):
     spec = SearchSpec.from_dict(TINY | {"evaluations": 9})
     search_id = store.create_search(spec.model_dump(mode="json"), versions())
     result = run(store, search_id, FlakyExecutor())
-    assert result.status == "finished" and result.stats["evaluations"] == 9
+    assert result.status == "finished" and result.stats.evaluations == 9
     failed = [c for c in result.candidates if c.status == "failed"]
     assert len(failed) == 3 and all(c.error == "MemoryError: injected: worker ran out of memory" for c in failed)
     assert result.front and not {c.key for c in failed} & {c.key for c in result.front}
@@ -120,8 +120,8 @@ def test_a_search_whose_every_evaluation_fails_stops_with_the_reason(tmp_path, d
 
 def test_constraints_nothing_can_meet_stop_the_search_with_the_reason(db):
     result = run_search(TINY | {"constraints": {"max_flops": 1}}, db=db, executor="inline")
-    assert result.status == "finished" and result.stats["evaluations"] == 0 and result.front == []
-    assert "loosen the constraints" in result.stats["stopped_early"]
+    assert result.status == "finished" and result.stats.evaluations == 0 and result.front == []
+    assert "loosen the constraints" in result.stats.stopped_early
     assert {c.status for c in result.candidates} == {"infeasible"}
 
 
@@ -165,7 +165,7 @@ def test_interrupted_search_resumes_without_retraining(db):
     resumed = run(store, search.id, executor)
     retrained = {genome_key("nasnet", g) for g in executor.submitted}
     assert not retrained & set(done_before)
-    assert len(executor.submitted) == 6 and resumed.stats["reused"] == 4
+    assert len(executor.submitted) == 6 and resumed.stats.reused == 4
     for c in resumed.candidates:
         if c.key in done_before:
             assert c.metrics == done_before[c.key]
@@ -191,13 +191,13 @@ def test_ray_and_inline_give_the_same_front(ray_local, db):
     assert _front(on_ray) == _front(inline) and on_ray.front
     workers = {c.worker for c in on_ray.candidates}
     assert len(workers) == 2  # both Ray workers trained candidates
-    assert on_ray.stats["workers"] == 2 and 0 < on_ray.stats["utilisation"] <= 1
+    assert on_ray.stats.workers == 2 and 0 < on_ray.stats.utilisation <= 1
 
 
 def test_nb201_table_search_finds_a_front(nb201_table, db):
     result = run_search({"space": "nb201", "space_options": {"table": str(nb201_table)}, "evaluations": 200,
                          "population": 20}, db=db)
-    assert result.stats["evaluations"] == 200 == len({c.key for c in result.candidates})
+    assert result.stats.evaluations == 200 == len({c.key for c in result.candidates})
     assert len(result.front) >= 8
     accs = [c.objectives["acc"] for c in result.front]
     assert max(accs) > 93.5
@@ -213,18 +213,18 @@ def test_latency_is_measured_by_the_worker_when_asked_for(db):
 def test_the_driver_reports_its_own_cpu_seconds_apart_from_the_evaluations(db):
     result = run_search(TINY | {"evaluations": 6, "population": 3}, db=db, executor="inline")
     stats = result.stats
-    assert stats["driver_cpu_seconds"] > 0 and stats["driver_cpu_seconds_per_evaluation"] > 0
-    assert stats["driver_cpu_seconds_per_evaluation"] == pytest.approx(stats["driver_cpu_seconds"] / 6, abs=1e-3)
+    assert stats.driver_cpu_seconds > 0 and stats.driver_cpu_seconds_per_evaluation > 0
+    assert stats.driver_cpu_seconds_per_evaluation == pytest.approx(stats.driver_cpu_seconds / 6, abs=1e-3)
     # Inline, the trainings ran in the driver's process; they are not the driver's own cost.
-    assert stats["driver_cpu_seconds"] < stats["wall_seconds"]
-    assert stats["time_limit_hit"] is False
+    assert stats.driver_cpu_seconds < stats.wall_seconds
+    assert stats.time_limit_hit is False
 
 
 def test_a_time_limit_ends_the_search_cleanly_and_says_so(db):
     spec = TINY | {"evaluations": 200, "population": 4, "time_limit_s": 0.01}
     result = run_search(spec, db=db, executor="inline")
-    assert result.status == "finished" and result.stats["time_limit_hit"] is True
-    assert "time limit of 0.01 s was reached" in result.stats["stopped_early"]
+    assert result.status == "finished" and result.stats.time_limit_hit is True
+    assert "time limit of 0.01 s was reached" in result.stats.stopped_early
     done = [c for c in result.candidates if c.status == "finished"]
     assert 0 < len(done) < 200 and result.front  # what was in flight finished and counts
     assert not [c for c in result.candidates if c.status == "pending"]

@@ -181,19 +181,19 @@ def test_surrogate_search_improves_without_cheap_objectives_and_with_three():
 def test_surrogate_search_never_asks_what_breaks_a_cheap_constraint(nb201_table, db):
     res = run_search(table_spec(nb201_table, algorithm="surrogate", evaluations=60, constraints={"max_flops": 5e7}),
                      db=db, executor="inline")
-    assert res.stats["evaluations"] == 60 and res.stats["infeasible"] == 0
+    assert res.stats.evaluations == 60 and res.stats.infeasible == 0
     assert all(c.objectives["flops"] <= 5e7 for c in res.candidates)
 
 
 def test_surrogate_search_on_three_table_objectives(nb201_table, db):
     res = run_search(table_spec(nb201_table, algorithm="surrogate", evaluations=60,
                                 objectives=["acc", "flops", "params"]), db=db, executor="inline")
-    assert res.stats["evaluations"] == 60 and len(res.front) >= 3
+    assert res.stats.evaluations == 60 and len(res.front) >= 3
 
 
 def test_surrogate_search_on_nasnet_end_to_end(db):
     first = run_search(TINY | {"algorithm": "surrogate", "seed": 2}, db=db, executor="inline")
-    assert first.status == "finished" and first.stats["evaluations"] == 8 and first.front
+    assert first.status == "finished" and first.stats.evaluations == 8 and first.front
     again = run_search(TINY | {"algorithm": "surrogate", "seed": 2}, db=db, executor="inline")
     assert [c.key for c in again.candidates] == [c.key for c in first.candidates]
 

@@ -43,7 +43,7 @@ def test_processes_and_inline_give_the_same_front(db):
     inline = run_search(spec, db=db, executor="inline")
     assert pooled.front and _front(pooled) == _front(inline)
     assert len({c.worker for c in pooled.candidates}) == 2  # both worker processes trained candidates
-    assert pooled.stats["workers"] == 2 and 0 < pooled.stats["utilisation"] <= 1
+    assert pooled.stats.workers == 2 and 0 < pooled.stats.utilisation <= 1
     assert all(c.worker.split(":")[1] != str(os.getpid()) for c in pooled.candidates)
 
 

@@ -61,7 +61,7 @@ def test_a_ray_worker_killed_mid_evaluation_has_its_evaluation_retried(ray_local
     result = run_search(spec, db=db, executor="ray", workers=2)
     killer.stop.set()
     assert killer.killed is not None, "no evaluating Ray worker was seen"
-    assert result.status == "finished" and result.stats["evaluations"] == 6
+    assert result.status == "finished" and result.stats.evaluations == 6
     assert {c.status for c in result.candidates} == {"finished"}
     [retried] = [c for c in result.candidates if c.metrics.get("attempts")]
     assert retried.metrics["attempts"] == 2
