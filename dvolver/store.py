@@ -11,8 +11,6 @@ import copy
 import hashlib
 import os
 import secrets
-import sqlite3
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,7 +31,6 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     delete,
-    event,
     func,
     inspect,
     make_url,
@@ -46,6 +43,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from .dialects import Dialect, dialect_of
 from .errors import ConflictError, DvolverError, LeaseLost, LimitError, NotFoundError, StoreError
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
@@ -201,9 +199,9 @@ class Store:
         self.url = resolve_url(url)
         try:
             self.engine: Engine = create_engine(self.url)
-            if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            _create_schema(self.engine)
+            self._dialect = dialect_of(self.engine)
+            self._dialect.prepare(self.engine)
+            _create_schema(self.engine, self._dialect)
         except (SQLAlchemyError, ImportError) as exc:
             shown = make_url(self.url).render_as_string(hide_password=True) if "://" in self.url else self.url
             reason = str(exc).strip().splitlines()[0]  # drivers add hints and links on further lines
@@ -249,8 +247,7 @@ class Store:
         pass: SQLite lets one writer at a time, and PostgreSQL is told to, per owner."""
         if max_active is None:
             return
-        if self.engine.dialect.name == "postgresql":
-            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": owner or ""})
+        self._dialect.lock_owner(s.connection(), owner)
         active = s.scalar(_search_filter(select(func.count(SearchRow.id)), ACTIVE_SEARCH_STATUSES, owner))
         if active > max_active:  # raising rolls the write back
             raise LimitError(f"{owner or 'this owner'} already has {active - 1} queued or running searches")
@@ -430,24 +427,14 @@ class Store:
     def _lock_search(self, s: Any, search_id: int) -> None:
         """For a holder's write: the holder check and the write after it as one step (a takeover
         between them would let the old holder write once more)."""
-        if self._holder is None:
-            return
-        if self.engine.dialect.name == "sqlite":
-            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
-        elif self.engine.dialect.name == "postgresql":
-            s.execute(select(SearchRow.id).where(SearchRow.id == search_id).with_for_update())
+        if self._holder is not None:
+            self._dialect.lock_search(s.connection(), search_id)
 
     def _lock_candidate(self, s: Any, search_id: int, key: str) -> None:
         """Makes the look-up and the write after it one step between processes. Without it, two
         that record one key at once both find no row and the second insert fails, or both find it
         pending and the second final result overwrites the first."""
-        if self.engine.dialect.name == "sqlite":
-            # pysqlite only begins a transaction at the first write, after the look-up; this one
-            # takes the write lock first, waiting for it up to the busy timeout.
-            s.connection().exec_driver_sql("BEGIN IMMEDIATE")
-        elif self.engine.dialect.name == "postgresql":
-            s.execute(text("SELECT pg_advisory_xact_lock(:search_id, hashtext(:key))"),
-                      {"search_id": search_id, "key": key})
+        self._dialect.lock_candidate(s.connection(), search_id, key)
 
     def candidates(self, search_id: int, statuses: tuple[str, ...] | None = None, after: int = 0,
                    also: Iterable[int] = ()) -> list[Candidate]:
@@ -583,7 +570,7 @@ def _missing_columns(connection: Any) -> list[tuple[str, Any]]:
     return missing
 
 
-def _create_schema(engine: Engine) -> None:
+def _create_schema(engine: Engine, dialect: Dialect) -> None:
     """Creates the missing tables, and adds the newer nullable columns that stores made by an older
     Dvolver lack, one process at a time: runners and an API started together on an empty database
     would otherwise each see a table missing, and all but one fail creating it."""
@@ -591,32 +578,10 @@ def _create_schema(engine: Engine) -> None:
         if not _missing_columns(connection):
             return  # the usual case: nothing to write, no lock to take (the store may be read-only)
     with engine.begin() as connection:
-        if engine.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('dvolver schema'))"))
-        elif engine.dialect.name == "sqlite":
-            connection.exec_driver_sql("BEGIN IMMEDIATE")  # waits, up to the busy timeout, for other writers
+        dialect.lock_schema(connection)
         Base.metadata.create_all(connection)
         for table, column in _missing_columns(connection):
             if column is not None:
                 kind = column.type.compile(dialect=engine.dialect)
                 connection.execute(text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}'))
 
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets readers (list, show, the service) work while a search writes; the busy timeout makes
-    # a second writer wait instead of failing with "database is locked".
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
-    # Switching a file to WAL needs it alone for a moment, and SQLite refuses at once, without the
-    # busy timeout, while another connection reads it: processes opening a new store together.
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
