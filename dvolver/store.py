@@ -8,9 +8,7 @@ committed, with its journal event, in one transaction as soon as it arrives.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,7 +52,6 @@ FINAL_STATUSES = ("finished", "failed", "infeasible")
 ACTIVE_SEARCH_STATUSES = ("queued", "running")
 RESUMABLE_STATUSES = ("interrupted", "failed", "cancelled")
 SEARCH_STATUSES = (*ACTIVE_SEARCH_STATUSES, "finished", *RESUMABLE_STATUSES)
-TOKEN_PREFIX = "dvt_"
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -180,11 +177,11 @@ class Candidate:
 
 def _search(row: SearchRow) -> Search:
     return Search(row.id, row.name, row.status, row.seed, row.spec, row.versions, dict(row.stats or {}), row.error,
-                  _utc(row.created_at), _utc(row.started_at), _utc(row.finished_at), row.owner, row.runner,
+                  as_utc(row.created_at), as_utc(row.started_at), as_utc(row.finished_at), row.owner, row.runner,
                   bool(row.cancel_requested))
 
 
-def _utc(moment: datetime | None) -> datetime | None:
+def as_utc(moment: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything stored is UTC."""
     return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
@@ -276,7 +273,7 @@ class Store:
         tell which searches are of the same problem, and cheap to read on every list request."""
         with self._session() as s:
             query = _search_filter(select(SearchRow.id, SearchRow.created_at, SearchRow.spec), None, owner)
-            return [(int(i), _utc(at), spec) for i, at, spec in s.execute(query.order_by(SearchRow.id))]
+            return [(int(i), as_utc(at), spec) for i, at, spec in s.execute(query.order_by(SearchRow.id))]
 
     def candidate_counts_of(self, search_ids: Iterable[int]) -> dict[int, tuple[int, int]]:
         """candidate_counts for many searches in one query; a search without candidates is (0, 0)."""
@@ -488,42 +485,32 @@ class Store:
             if kinds:
                 query = query.where(EventRow.kind.in_(kinds))
             query = query.order_by(EventRow.id).limit(limit)
-            return [{"id": e.id, "kind": e.kind, "payload": e.payload, "at": _utc(e.at).isoformat()}
+            return [{"id": e.id, "kind": e.kind, "payload": e.payload, "at": as_utc(e.at).isoformat()}
                     for e in s.scalars(query)]
 
     def last_event_id(self, search_id: int) -> int:
         with self._session() as s:
             return int(s.scalar(select(func.max(EventRow.id)).where(EventRow.search_id == search_id)) or 0)
 
-    # Tokens.
+    # Tokens live in dvolver.tokens; `dvolver token` (cli.py) still calls these three.
 
     def create_token(self, name: str, owner: str | None = None) -> str:
-        """A new token for `owner` (default: the name); the token itself is shown once, never stored."""
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with self._session.begin() as s:
-            if s.scalar(select(TokenRow.id).where(TokenRow.name == name)) is not None:
-                raise ConflictError(f"a token named {name!r} exists; pick another name or revoke it first")
-            s.add(TokenRow(name=name, owner=owner or name, digest=_digest(token)))
-        return token
+        """tokens.create_token on this store."""
+        from . import tokens
 
-    def token_owner(self, token: str) -> str | None:
-        with self._session() as s:
-            return s.scalar(select(TokenRow.owner).where(TokenRow.digest == _digest(token)))
+        return tokens.create_token(self, name, owner)
 
     def tokens(self) -> list[dict[str, Any]]:
-        with self._session() as s:
-            return [{"name": t.name, "owner": t.owner, "created_at": _utc(t.created_at)}
-                    for t in s.scalars(select(TokenRow).order_by(TokenRow.id))]
+        """tokens.tokens on this store."""
+        from . import tokens
+
+        return tokens.tokens(self)
 
     def revoke_token(self, name: str) -> None:
-        with self._session.begin() as s:
-            if s.execute(delete(TokenRow).where(TokenRow.name == name)).rowcount == 0:
-                raise NotFoundError(f"no token named {name!r}; `dvolver token list` shows them")
+        """tokens.revoke_token on this store."""
+        from . import tokens
 
-
-def _digest(token: str) -> str:
-    # Tokens are 256 random bits, so a plain hash is enough: there is nothing to brute-force.
-    return hashlib.sha256(token.encode()).hexdigest()
+        tokens.revoke_token(self, name)
 
 
 def _search_filter(query: Any, status: str | tuple[str, ...] | None, owner: str | None) -> Any:

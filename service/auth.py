@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dvolver.errors import NotFoundError
 from dvolver.store import Search, Store
+from dvolver.tokens import token_owner
 
 MAX_TOKEN_CHARS = 256  # tokens are about 50; anything far longer is not one, and is not hashed
 bearer = HTTPBearer(auto_error=False, description="a token from `dvolver token create NAME`")
@@ -35,7 +36,7 @@ def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = 
     token = credentials.credentials if credentials else request.query_params.get("token")
     if not token:
         return Caller(None)
-    owner = request.app.state.store.token_owner(token) if len(token) <= MAX_TOKEN_CHARS else None
+    owner = token_owner(request.app.state.store, token) if len(token) <= MAX_TOKEN_CHARS else None
     if owner is None:
         raise _unauthorised("unknown or revoked token; create one with `dvolver token create NAME`")
     return Caller(owner)

@@ -173,8 +173,9 @@ def test_tokens_are_created_listed_and_revoked(tmp_path):
     created = dvolver("token", "create", "ci-bot", "--owner", "alice", db=db)
     assert created.returncode == 0 and created.stdout.startswith("dvt_")
     from dvolver.store import Store
+    from dvolver.tokens import token_owner
 
-    assert Store(str(db)).token_owner(created.stdout.strip()) == "alice"
+    assert token_owner(Store(str(db)), created.stdout.strip()) == "alice"
     with sqlite3.connect(db) as con:  # only a hash is kept
         rows = str(con.execute("select * from tokens").fetchall())
     assert "ci-bot" in rows and created.stdout.strip() not in rows
@@ -182,7 +183,7 @@ def test_tokens_are_created_listed_and_revoked(tmp_path):
     again = dvolver("token", "create", "ci-bot", db=db)
     assert again.returncode == 2 and "exists" in again.stderr
     assert dvolver("token", "revoke", "ci-bot", db=db).returncode == 0
-    assert Store(str(db)).token_owner(created.stdout.strip()) is None
+    assert token_owner(Store(str(db)), created.stdout.strip()) is None
 
 
 def test_prune_sweeps_budgets_and_prints_the_front_with_sparse_costs_labelled(tmp_path):

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from dvolver.store import Store
+from dvolver.tokens import create_token
 
 from .conftest import free_port
 
@@ -225,7 +226,7 @@ def _wait_ready(process: subprocess.Popen, base: str, log: Path) -> None:
 def test_fifty_submissions_at_once_to_two_api_processes_while_others_read_and_record(store_url, open_store,
                                                                                      tmp_path):
     setup = open_store()  # tables and tokens exist before the servers start
-    tokens = {owner: setup.create_token(owner) for owner in (*OWNERS, "carol")}
+    tokens = {owner: create_token(setup, owner) for owner in (*OWNERS, "carol")}
     busy = setup.create_search(_stored_spec(name="busy"), {}, status="running", owner="carol")
     logs = [tmp_path / f"serve{i}.log" for i in range(2)]
     servers = [_serve(store_url, log) for log in logs]

@@ -432,9 +432,10 @@ def test_a_closed_service_asks_for_a_token_and_exports_with_it(watched, service)
     from dvolver.executors import InlineExecutor
     from dvolver.spec import SearchSpec
     from dvolver.store import Store
+    from dvolver.tokens import create_token
 
     store = Store(service.db)
-    token = store.create_token("dashboard-test", owner="alice")
+    token = create_token(store, "dashboard-test", owner="alice")
     spec = SearchSpec.from_dict({"name": "alice's", "space": "nb201", "space_options": {"table": str(NB201_TABLE)},
                                  "evaluations": 40, "population": 10})
     search_id = store.create_search(spec.model_dump(mode="json"), versions(), owner="alice")

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from dvolver.tokens import create_token
 from service.settings import Settings
 
 from .conftest import live_service
@@ -250,7 +251,7 @@ def service(tmp_path_factory, data_root):
     db = str(tmp_path_factory.mktemp("hostile") / "dvolver.db")
     with live_service(Settings(db=db, open_reads=False, max_concurrent=100, data_roots=[str(data_root)])) as (url, app):
         store = app.state.store
-        token = store.create_token("alice")
+        token = create_token(store, "alice")
         http = httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"})
         created = http.post("/searches", json=spec(name="the one before"))
         assert created.status_code == 201, created.text
@@ -315,7 +316,7 @@ def test_resuming_a_search_whose_files_left_the_data_roots_is_refused(service, d
     elsewhere.mkdir()
     settings = Settings(db=service["db"], open_reads=False, data_roots=[str(elsewhere)])
     with live_service(settings) as (url, app):
-        token = app.state.store.create_token("alice-again", owner="alice")
+        token = create_token(app.state.store, "alice-again", owner="alice")
         response = httpx.post(f"{url}/searches/{sid}/resume", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 422 and "dataset" in _said(response) and "outside" in _said(response)
     assert store.get_search(sid).status == "cancelled"

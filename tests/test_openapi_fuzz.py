@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from dvolver.api import run_search
+from dvolver.tokens import create_token
 from service.app import create_app
 from service.settings import Settings
 
@@ -20,7 +21,7 @@ EXAMPLES = 100  # per operation; derandomised, so every run sends the same reque
 def app_and_token(tmp_path_factory):
     db = str(tmp_path_factory.mktemp("fuzz") / "dvolver.db")
     app = create_app(Settings(db=db, open_reads=True, max_evaluations=50))
-    token = app.state.store.create_token("fuzzer")
+    token = create_token(app.state.store, "fuzzer")
     if NB201_TABLE.is_file():  # a finished search, so that the result routes have something to serve
         run_search(table_spec(NB201_TABLE), db=db, executor="inline")
     return app, token

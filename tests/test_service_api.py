@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dvolver.client import ServiceClient
+from dvolver.tokens import create_token
 from service.runner import Runner
 from service.settings import Settings
 
@@ -25,7 +26,7 @@ def service(tmp_path_factory):
                         data_roots=[str(SHARED_DATA)])
     with live_service(settings) as (url, app):
         store = app.state.store
-        alice, bob = store.create_token("alice"), store.create_token("bob")
+        alice, bob = create_token(store, "alice"), create_token(store, "bob")
         http = httpx.Client(base_url=url, timeout=30)
         created = http.post("/searches", json=SMALL | {"name": "alice's"}, headers=_auth(alice))
         assert created.status_code == 201, created.text
@@ -142,7 +143,7 @@ def test_concurrent_searches_per_owner_are_limited(service):
 def test_simultaneous_submissions_cannot_pass_the_concurrency_limit_together(service):
     from concurrent.futures import ThreadPoolExecutor
 
-    carol = _auth(service["store"].create_token("carol"))
+    carol = _auth(create_token(service["store"], "carol"))
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda _: service["http"].post("/searches", json=SMALL, headers=carol), range(8)))
     assert sorted(r.status_code for r in responses) == [201] * 3 + [429] * 5
@@ -243,7 +244,7 @@ def test_searches_of_one_problem_share_a_hypervolume_reference(service, table):
     from pymoo.indicators.hv import HV
 
     http, store = service["http"], service["store"]
-    erin = _auth(store.create_token("erin"))
+    erin = _auth(create_token(store, "erin"))
     spec = table_spec(table["path"], algorithm="random", population=10, seed=4)
     short = _run_as(store, "erin", spec | {"evaluations": 20, "name": "short"})
     long = _run_as(store, "erin", spec | {"evaluations": 60, "name": "long"})

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from dvolver.client import ServiceClient
+from dvolver.tokens import create_token
 from service.settings import Settings
 
 from .conftest import TINY, live_service
@@ -26,7 +27,7 @@ def service(tmp_path_factory, ray_local):
     folder = tmp_path_factory.mktemp("e2e")
     db = str(folder / "dvolver.db")
     with live_service(Settings(db=db, open_reads=False)) as (url, app):
-        token = app.state.store.create_token("alice")
+        token = create_token(app.state.store, "alice")
         runners: list[subprocess.Popen] = []
 
         def start_runner(name: str) -> subprocess.Popen:
