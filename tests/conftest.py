@@ -132,3 +132,12 @@ def postgres_url(postgres) -> str:
 def pg_db(postgres) -> str:
     """A fresh, empty database on the throwaway server, for one test; its SQLAlchemy URL."""
     return postgres.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    """A fresh, empty store, once a SQLite file and once a new database on the throwaway PostgreSQL:
+    what SQLite serialises with its file lock, PostgreSQL runs at once."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dvolver.db'}"
+    return request.getfixturevalue("pg_db")

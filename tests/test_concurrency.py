@@ -34,14 +34,6 @@ LOCK_MARKERS = ("database is locked", "database table is locked", "deadlock dete
                 "OperationalError", "IntegrityError", "Traceback")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path: Path) -> str:
-    """A fresh, empty store: a SQLite file, or a new database on the throwaway PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'dvolver.db'}"
-    return request.getfixturevalue("pg_db")
-
-
 @pytest.fixture
 def open_store(store_url):
     """Opens the test's store; its connections are closed after the test, not left to the GC."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 import search_spaces
 from dvolver.api import versions
 from dvolver.spec import SearchSpec
@@ -12,6 +14,13 @@ from dvolver.store import Store
 from service.runner import Runner
 
 from .conftest import table_spec
+
+
+@pytest.fixture
+def db(store_url: str) -> str:
+    """Every runner test on SQLite and on PostgreSQL: claims, leases and takeovers are where the two
+    lock differently."""
+    return store_url
 
 
 def _queue(store: Store, spec: dict) -> int:
@@ -88,7 +97,6 @@ def test_a_runner_that_lost_its_search_writes_nothing_more(nb201_table, db):
     """Taken over mid-search (its lease ran out while it was still running), the first runner stops at
     its next write with the reason "lost", and the search's candidates, events, stats and status are
     exactly what they were when the second runner took it."""
-    import pytest
     from sqlalchemy import update
 
     from dvolver.engine import Stopped, run
