@@ -30,19 +30,18 @@ from sqlalchemy import (
     create_engine,
     delete,
     func,
-    inspect,
     make_url,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from .dialects import Dialect, dialect_of
+from .dialects import dialect_of
 from .errors import ConflictError, DvolverError, LeaseLost, LimitError, NotFoundError, StoreError
+from .schema import upgrade
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
 # Searches are queued, running, interrupted, cancelled, finished or failed; only queued and running
@@ -198,8 +197,8 @@ class Store:
             self.engine: Engine = create_engine(self.url)
             self._dialect = dialect_of(self.engine)
             self._dialect.prepare(self.engine)
-            _create_schema(self.engine, self._dialect)
-        except (SQLAlchemyError, ImportError) as exc:
+            upgrade(self.engine, Base.metadata, self._dialect)
+        except (SQLAlchemyError, ImportError, StoreError) as exc:
             shown = make_url(self.url).render_as_string(hide_password=True) if "://" in self.url else self.url
             reason = str(exc).strip().splitlines()[0]  # drivers add hints and links on further lines
             raise StoreError(f"cannot open the store at {shown}: {reason}") from None
@@ -544,31 +543,4 @@ def _transition(s: Any, search_id: int, status: str, error: str | None, *conditi
         return False
     s.add(EventRow(search_id=search_id, kind="status", payload={"status": status, "error": error}))
     return True
-
-
-def _missing_columns(connection: Any) -> list[tuple[str, Any]]:
-    inspector = inspect(connection)
-    missing = []
-    for table in Base.metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            return [(table.name, None)]
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        missing += [(table.name, c) for c in table.columns if c.name not in present and c.nullable]
-    return missing
-
-
-def _create_schema(engine: Engine, dialect: Dialect) -> None:
-    """Creates the missing tables, and adds the newer nullable columns that stores made by an older
-    Dvolver lack, one process at a time: runners and an API started together on an empty database
-    would otherwise each see a table missing, and all but one fail creating it."""
-    with engine.connect() as connection:
-        if not _missing_columns(connection):
-            return  # the usual case: nothing to write, no lock to take (the store may be read-only)
-    with engine.begin() as connection:
-        dialect.lock_schema(connection)
-        Base.metadata.create_all(connection)
-        for table, column in _missing_columns(connection):
-            if column is not None:
-                kind = column.type.compile(dialect=engine.dialect)
-                connection.execute(text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}'))
 
