@@ -2,7 +2,9 @@
 
 A SQLite file by default, any SQLAlchemy URL (PostgreSQL included) otherwise. The store is the
 single source of truth: a search can be rebuilt from its rows, and every finished evaluation is
-committed, with its journal event, in one transaction as soon as it arrives.
+committed, with its journal event, in one transaction as soon as it arrives. What a Store
+guarantees is written on the class. Beside it: dvolver.tokens (API tokens), dvolver.schema (the
+schema version and upgrades), dvolver.dialects (what SQLite and PostgreSQL do differently).
 """
 
 from __future__ import annotations
@@ -191,7 +193,37 @@ def _candidate(row: CandidateRow) -> Candidate:
 
 
 class Store:
+    """The searches, their candidates, weights and journal, in one SQL database.
+
+    Concurrency: a Store may be shared by threads; every call opens its own session from the
+    engine's pool and ends its own transaction before it returns. Processes (runners, API servers,
+    `dvolver` commands) each open their own Store on one URL; what they write at once is kept apart
+    by the database, never by locks in Python: SQLite's one writer at a time (WAL, a 30 s busy
+    timeout), PostgreSQL's row and advisory locks (dvolver.dialects).
+
+    Ownership: a queued search is run by whichever runner's `claim_search` takes it, and that
+    runner holds it under a lease until the lease runs out, unless `renew_lease` extends it.
+    While it holds the search it writes through `held_by(runner)`, so that each of those writes
+    checks the lease in its own transaction and raises LeaseLost instead of writing once another
+    has taken over. A runner whose lease ran out loses the search to the next `claim_search`
+    (a takeover: the new holder resumes from the journal); a runner that stops hands the search
+    back with `release`. Searches run in-process (`dvolver search`, `take_locally`) have no runner
+    and no lease, and no runner takes them over.
+
+    Results: a search has one candidate row per key. `record` writes it, its journal event and
+    its weights in one transaction; the first final result recorded for a key is the one kept,
+    whoever records it later (a re-run, a runner after a takeover).
+
+    Persistence: every method that writes commits before it returns, or rolls back and writes
+    nothing if it raises. Nothing is cached between calls: a read sees every commit before it, by
+    any process. Besides the errors each method names, a database that fails during a call raises
+    sqlalchemy.exc.SQLAlchemyError, with the call's transaction rolled back.
+    """
+
     def __init__(self, url: str | None = None) -> None:
+        """Opens the store at `url` (see resolve_url), creating its tables or upgrading an older
+        store's (dvolver.schema). Raises StoreError when the database cannot be reached, its driver
+        is not installed, or its schema is newer than this Dvolver's."""
         self.url = resolve_url(url)
         try:
             self.engine: Engine = create_engine(self.url)
@@ -208,7 +240,8 @@ class Store:
     def held_by(self, runner: str) -> Store:
         """This store as ``runner`` writes through it while it runs a claimed search: each write to a
         search (a candidate, an event, its stats) first checks, in the same transaction, that the
-        runner still holds the search running, and raises LeaseLost instead of writing if not."""
+        runner still holds the search running, and raises LeaseLost instead of writing if not.
+        Shares this store's engine; the store itself is unchanged."""
         held = copy.copy(self)
         held._holder = runner
         return held
@@ -227,8 +260,9 @@ class Store:
 
     def create_search(self, spec: dict[str, Any], versions: dict[str, Any], status: str = "queued",
                       owner: str | None = None, max_active: int | None = None) -> int:
-        """Stores a new search; with `max_active`, refuses (LimitError) one that would give `owner`
-        more queued or running searches than that."""
+        """Stores a new search with its first journal event; returns its id. With `max_active`,
+        raises LimitError, storing nothing, for one that would give `owner` more queued or running
+        searches than that, however many are created at once."""
         with self._session.begin() as s:
             row = SearchRow(name=spec.get("name"), status=status, seed=int(spec.get("seed", 0)), spec=spec,
                             versions=versions, stats={}, owner=owner, cancel_requested=False)
@@ -249,6 +283,7 @@ class Store:
             raise LimitError(f"{owner or 'this owner'} already has {active - 1} queued or running searches")
 
     def get_search(self, search_id: int) -> Search:
+        """The search as now stored. Raises NotFoundError if there is none."""
         with self._session() as s:
             row = s.get(SearchRow, search_id)
             if row is None:
@@ -258,12 +293,15 @@ class Store:
 
     def list_searches(self, status: str | None = None, owner: str | None = None, limit: int | None = None,
                       offset: int = 0, newest_first: bool = False) -> list[Search]:
+        """The searches (with `status`, of `owner`) in id order, or newest first; `offset` and
+        `limit` page through them."""
         with self._session() as s:
             order = SearchRow.id.desc() if newest_first else SearchRow.id
             query = _search_filter(select(SearchRow), status, owner).order_by(order).offset(offset).limit(limit)
             return [_search(r) for r in s.scalars(query)]
 
     def count_searches(self, status: str | tuple[str, ...] | None = None, owner: str | None = None) -> int:
+        """How many searches list_searches would give without a limit (`status` may name several)."""
         with self._session() as s:
             return int(s.scalar(_search_filter(select(func.count(SearchRow.id)), status, owner)) or 0)
 
@@ -290,7 +328,8 @@ class Store:
 
     def set_status(self, search_id: int, status: str, error: str | None = None, holder: str | None = None) -> bool:
         """Moves a search to `status`. With `holder`, only while that runner still holds it running:
-        a runner that lost its search must not overwrite what the new holder writes. True if moved."""
+        a runner that lost its search must not overwrite what the new holder writes. True if moved;
+        False if `holder` no longer holds it. Raises NotFoundError, without `holder`, for no search."""
         with self._session.begin() as s:
             condition = [SearchRow.runner == holder, SearchRow.status == "running"] if holder else []
             if _transition(s, search_id, status, error, *condition):
@@ -304,8 +343,8 @@ class Store:
 
     def claim_search(self, runner: str, lease_seconds: float) -> Search | None:
         """Takes the oldest queued search, or a running one whose runner's lease has run out; None
-        when there is nothing to take. Searches run by `dvolver search` have no runner and no lease:
-        nobody takes them over."""
+        when there is nothing to take. Of runners claiming at once, each search goes to one. Searches
+        run by `dvolver search` have no runner and no lease: nobody takes them over."""
         now = _now()
         takeable = or_(SearchRow.status == "queued",
                        (SearchRow.status == "running") & SearchRow.runner.is_not(None) & (SearchRow.lease_until < now))
@@ -321,7 +360,8 @@ class Store:
         return None
 
     def renew_lease(self, search_id: int, runner: str, lease_seconds: float) -> bool:
-        """False when the search is no longer this runner's (taken over, deleted, or stopped)."""
+        """Extends `runner`'s lease to `lease_seconds` from now. False, changing nothing, when the
+        search is no longer this runner's (taken over, deleted, or stopped)."""
         with self._session.begin() as s:
             renewed = s.execute(update(SearchRow).where(
                 SearchRow.id == search_id, SearchRow.runner == runner, SearchRow.status == "running",
@@ -329,7 +369,8 @@ class Store:
             return renewed.rowcount == 1
 
     def request_cancel(self, search_id: int) -> Search:
-        """A queued search is cancelled at once; a running one when its runner next looks."""
+        """A queued search is cancelled at once; a running one is flagged, and stops when its runner
+        next looks. Raises NotFoundError for no search, ConflictError for one in any other status."""
         with self._session.begin() as s:
             if not _transition(s, search_id, "cancelled", None, SearchRow.status == "queued"):
                 flagged = s.execute(update(SearchRow).where(SearchRow.id == search_id, SearchRow.status == "running")
@@ -341,7 +382,9 @@ class Store:
             return _search(s.get(SearchRow, search_id))
 
     def requeue(self, search_id: int, max_active: int | None = None) -> Search:
-        """Puts a stopped search back in the queue; a runner resumes it from its journal."""
+        """Puts a stopped search back in the queue; a runner resumes it from its journal. Raises
+        NotFoundError for no search, ConflictError for one that is not interrupted, failed or
+        cancelled, and LimitError (changing nothing) past `max_active` as in create_search."""
         with self._session.begin() as s:
             if not _transition(s, search_id, "queued", None, SearchRow.status.in_(RESUMABLE_STATUSES)):
                 raise _cannot(s, search_id, f"only {', '.join(RESUMABLE_STATUSES)} searches can be resumed")
@@ -349,7 +392,9 @@ class Store:
             return _search(s.get(SearchRow, search_id))
 
     def take_locally(self, search_id: int) -> bool:
-        """For `dvolver resume`: runs the search in this process, unless a live runner holds it."""
+        """For `dvolver resume`: marks the search running in this process, with no runner and no
+        lease, unless a live runner holds it or it is finished. True if taken; False for that, or
+        for no search."""
         with self._session.begin() as s:
             taken = _transition(s, search_id, "running", None, or_(
                 SearchRow.status.in_(RESUMABLE_STATUSES + ("queued",)),
@@ -359,10 +404,13 @@ class Store:
             return taken
 
     def release(self, search_id: int, runner: str) -> None:
-        """A runner that shuts down hands its search back to the queue for another to resume."""
+        """A runner that shuts down hands its search back to the queue for another to resume; does
+        nothing if `runner` no longer holds it."""
         self.set_status(search_id, "queued", holder=runner)
 
     def delete_search(self, search_id: int) -> None:
+        """Deletes the search with its candidates, weights and journal, all or nothing. Raises
+        NotFoundError for no search, ConflictError for a running one."""
         with self._session.begin() as s:
             candidate_ids = select(CandidateRow.id).where(CandidateRow.search_id == search_id)
             # Explicit deletes: SQLite only cascades with foreign keys on, which other tools may not set.
@@ -374,6 +422,8 @@ class Store:
                 raise _cannot(s, search_id, "cancel it first")
 
     def update_stats(self, search_id: int, stats: dict[str, Any]) -> None:
+        """Merges `stats` into the search's stats, key by key. Raises NotFoundError for no search;
+        through held_by, LeaseLost instead."""
         with self._session.begin() as s:
             self._lock_search(s, search_id)
             self._check_held(s, search_id)
@@ -383,6 +433,8 @@ class Store:
             row.stats = {**(row.stats or {}), **stats}
 
     def append_event(self, search_id: int, kind: str, payload: dict[str, Any]) -> None:
+        """Adds an event to the search's journal, after every event before it. Through held_by,
+        raises LeaseLost; an unknown search raises sqlalchemy's IntegrityError."""
         with self._session.begin() as s:
             self._lock_search(s, search_id)
             self._check_held(s, search_id)
@@ -396,7 +448,9 @@ class Store:
         weights, atomically.
 
         Idempotent: recording the same final result twice leaves one row. Safe between processes
-        (two runners on one search after a lease takeover): the first final result recorded wins.
+        (two runners on one search after a lease takeover): the first final result recorded wins,
+        and recording over it returns it unchanged, with no event. Through held_by, raises
+        LeaseLost; an unknown search raises sqlalchemy's IntegrityError.
         """
         with self._session.begin() as s:
             self._lock_candidate(s, search_id, key)
@@ -456,6 +510,7 @@ class Store:
             return [(int(i), status, dict(objectives or {})) for i, status, objectives in s.execute(query)]
 
     def candidate(self, search_id: int, candidate_id: int) -> Candidate:
+        """One candidate of the search. Raises NotFoundError if the search has no such candidate."""
         with self._session() as s:
             row = s.get(CandidateRow, candidate_id)
             if row is None or row.search_id != search_id:
@@ -473,12 +528,15 @@ class Store:
             return int(total), int(final)
 
     def weights(self, candidate_id: int) -> bytes | None:
+        """The candidate's trained state_dict as recorded (torch.save bytes); None if none was kept."""
         with self._session() as s:
             row = s.get(WeightsRow, candidate_id)
             return None if row is None else bytes(row.data)
 
     def events(self, search_id: int, after: int = 0, kinds: tuple[str, ...] | None = None,
                limit: int | None = None) -> list[dict[str, Any]]:
+        """The search's journal past event id `after` (of `kinds`), oldest first, as dicts of id,
+        kind, payload and at (ISO 8601, UTC)."""
         with self._session() as s:
             query = select(EventRow).where(EventRow.search_id == search_id, EventRow.id > after)
             if kinds:
@@ -488,6 +546,7 @@ class Store:
                     for e in s.scalars(query)]
 
     def last_event_id(self, search_id: int) -> int:
+        """The id of the search's newest event; 0 when it has none."""
         with self._session() as s:
             return int(s.scalar(select(func.max(EventRow.id)).where(EventRow.search_id == search_id)) or 0)
 
@@ -543,4 +602,3 @@ def _transition(s: Any, search_id: int, status: str, error: str | None, *conditi
         return False
     s.add(EventRow(search_id=search_id, kind="status", payload={"status": status, "error": error}))
     return True
-
