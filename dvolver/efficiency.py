@@ -207,7 +207,18 @@ def compare(problem: Problem, seeds: Iterable[int], budgets: Iterable[int] = BUD
     names = list(searches or SEARCHES)
     if any(n.startswith("optuna") for n in names):
         _optuna()
-    logging.getLogger("dvolver").setLevel(logging.ERROR)  # a budget above the space's size warns per seed
+    # A budget above the space's size warns once per seed; the caller's level is put back after.
+    quiet = logging.getLogger("dvolver")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return _compare(problem, seeds, budgets, names, log)
+    finally:
+        quiet.setLevel(level)
+
+
+def _compare(problem: Problem, seeds: list[int], budgets: list[int], names: list[str],
+             log: Callable[[str], None]) -> list[Row]:
     rows: list[Row] = []
     for name in names:
         run = SEARCHES[name]

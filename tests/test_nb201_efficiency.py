@@ -199,11 +199,15 @@ def test_surrogate_search_on_nasnet_end_to_end(db):
 
 
 def test_bench_command_compares_every_search(nb201_table):
+    import logging
+
+    before = logging.getLogger("dvolver").level
     result = CliRunner().invoke(app, ["bench", "nb201", "--table", str(nb201_table), "--seeds", "1",
                                       "--budgets", "40"])
     assert result.exit_code == 0, result.output
     for name in efficiency.SEARCHES:
         assert f"| {name} | 40 |" in result.output
+    assert logging.getLogger("dvolver").level == before  # its quieting of per-seed warnings ends with it
 
 
 def test_bench_command_says_how_to_install_optuna(nb201_table, monkeypatch):
