@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from dvolver.api import versions
-from dvolver.engine import minimised
+from dvolver.front import minimised
 from dvolver.pareto import hypervolume, non_dominated, normalise
 from dvolver.spec import SearchSpec
 from dvolver.store import CandidateRow, EventRow, Store

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import click
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
+from .cli_render import CHECKED, LiveProgress, console, err, print_error, print_front, print_run_summary, write_plot
 from .errors import DvolverError
 from .run_stats import RunStats
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _ErrorBoundary(TyperGroup):
+    """The one place a DvolverError becomes what the user sees: its message on one line, and exit 2.
+    Sub-commands (token, bench) run inside the top group's invoke, so this covers them too."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DvolverError as exc:
+            print_error(str(exc))
+            raise typer.Exit(2) from None
+
+app = typer.Typer(cls=_ErrorBoundary, add_completion=False, no_args_is_help=True,
                   help="Multi-objective neural architecture search: Pareto fronts of accuracy against cost.")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
 
 # Options several commands share.
 DB = typer.Option(None, envvar="DVOLVER_DB",
@@ -32,11 +40,6 @@ RAY_ADDRESS = typer.Option(None, envvar="RAY_ADDRESS", help="join an existing Ra
 EXECUTOR = typer.Option("auto", help="auto (Ray; inline for table look-ups), ray, processes (local worker "
                         "processes, no Ray) or inline")
 PLOT = typer.Option(None, help="where to write the front plot [dvolver_front_<id>.png]")
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(2)
 
 
 # Where each `dvolver search` flag goes in a SearchSpec.
@@ -59,8 +62,7 @@ def _floats(flag: str, text: str) -> list[float]:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        _fail(f"--{flag} takes comma-separated numbers, for example 0.1,0.05,0.03; got {text!r}")
-        raise  # unreachable: _fail exits
+        raise DvolverError(f"--{flag} takes comma-separated numbers, for example 0.1,0.05,0.03; got {text!r}") from None
 
 
 def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None = None,
@@ -71,9 +73,9 @@ def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None
         try:
             values = json.loads(Path(spec_file).read_text())
         except (OSError, ValueError) as exc:
-            _fail(f"cannot read spec file {spec_file}: {exc}")
+            raise DvolverError(f"cannot read spec file {spec_file}: {exc}") from None
         if not isinstance(values, dict):
-            _fail(f"spec file {spec_file} must hold a JSON object")
+            raise DvolverError(f"spec file {spec_file} must hold a JSON object")
     if objectives is not None:
         values["objectives"] = [o.strip() for o in objectives.split(",") if o.strip()]
     if prune is not None:
@@ -87,20 +89,6 @@ def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None
                 target = target.setdefault(part, {})
             target[path[-1]] = flags[flag]
     return values
-
-
-class _LiveProgress:
-    """A rich progress bar fed by the engine: evaluations / budget, front size, hypervolume."""
-
-    def __init__(self, budget: int) -> None:
-        self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("evaluations  front {task.fields[front]}  HV {task.fields[hv]}"),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err)
-        self.task = self.bar.add_task("search", total=budget, front=0, hv="-")
-
-    def __call__(self, p: Any) -> None:
-        hv = "-" if p.hypervolume is None else f"{p.hypervolume:.4f}"
-        self.bar.update(self.task, completed=p.evaluations, front=p.front_size, hv=hv)
 
 
 @app.command()
@@ -154,10 +142,7 @@ def search(
     if server:
         _search_on_server(server, token, _spec_dict(**flags))
         return
-    try:
-        spec = SearchSpec.from_dict(_spec_dict(**flags))
-    except DvolverError as exc:
-        _fail(str(exc))
+    spec = SearchSpec.from_dict(_spec_dict(**flags))
     _run_local(spec, workers, ray_address, executor, db, plot)
 
 
@@ -165,7 +150,7 @@ def _run_local(spec: Any, workers: int, ray_address: str | None, executor: str, 
                plot: Path | None) -> None:
     from .api import run_search
 
-    live = _LiveProgress(spec.evaluations)
+    live = LiveProgress(spec.evaluations)
     created: list[int] = []
 
     def announce(search_id: int) -> None:
@@ -214,35 +199,25 @@ def prune(
         try:
             values["pruning"]["options"] = {method: json.loads(options)}
         except ValueError as exc:
-            _fail(f"--options must be a JSON object of {method}'s hyperparameters: {exc}")
+            raise DvolverError(f"--options must be a JSON object of {method}'s hyperparameters: {exc}") from None
     training = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "train_limit": train_limit}
     values["training"] = {k: v for k, v in training.items() if v is not None}
     runs = len(values["pruning"]["budgets"]) if method in METHODS and METHODS[method].takes_budget else 1
     values["evaluations"], values["population"] = runs + dense, max(2, runs + dense)
-    try:
-        spec = SearchSpec.from_dict(values)
-    except DvolverError as exc:
-        _fail(str(exc))
+    spec = SearchSpec.from_dict(values)
     _run_local(spec, workers, ray_address, executor, db, plot)
 
 
 def _search_on_server(server: str, token: str | None, spec: dict[str, Any]) -> None:
     """Submits the spec (the service validates it) and follows the search's events to its end."""
-    from types import SimpleNamespace
-
     from .client import ServiceClient
-    from .spec import SearchSpec
-    from .store import Candidate
 
     client = ServiceClient(server, token)
-    try:
-        submitted = client.submit(spec)
-    except DvolverError as exc:
-        _fail(str(exc))
+    submitted = client.submit(spec)
     search_id = submitted["id"]
     err.print(f"search {search_id} queued on {client.url} (objectives {','.join(submitted['objectives'])}, "
               f"{submitted['progress']['budget']} evaluations)", highlight=False)
-    live = _LiveProgress(submitted["progress"]["budget"])
+    live = LiveProgress(submitted["progress"]["budget"])
     live.bar.start()
     shown = 0.0
     try:
@@ -250,22 +225,17 @@ def _search_on_server(server: str, token: str | None, spec: dict[str, Any]) -> N
             for kind, _ in client.events(search_id):
                 if kind in ("candidate", "generation", "status", "end") and time.monotonic() - shown > 0.5:
                     shown = time.monotonic()
-                    live(SimpleNamespace(**client.search(search_id)["progress"]))
-            detail, front_items = client.search(search_id), client.front(search_id)["items"]
+                    live(client.progress(search_id))
+            result = client.result(search_id)
         finally:
             live.bar.stop()
     except KeyboardInterrupt:
         err.print(f"\nstopped following; search {search_id} goes on at {client.url} "
                   f"(cancel it with POST /searches/{search_id}/cancel)")
         raise typer.Exit(130) from None
-    except DvolverError as exc:
-        _fail(str(exc))
-    if detail["status"] != "finished":
-        _fail(f"search {search_id} {detail['status']}" + (f": {detail['error']}" if detail.get("error") else ""))
-    front = [Candidate(c["id"], search_id, c["key"], tuple(c["genome"]), c["status"], c["objectives"], c["metrics"],
-                       c["error"], c["worker"], c["seconds"]) for c in front_items]
-    _print_front(SimpleNamespace(search_id=search_id, front=front, objectives=detail["objectives"],
-                                 spec=SearchSpec.from_stored(detail["spec"])), "table")
+    if result.status != "finished":
+        raise DvolverError(f"search {search_id} {result.status}" + (f": {result.error}" if result.error else ""))
+    print_front(result, "table")
     err.print(f"front of search {search_id}: {client.url}/#/searches/{search_id}", highlight=False)
 
 
@@ -282,18 +252,15 @@ def resume(
     from .api import resume_search
     from .store import Store
 
-    try:
-        budget = Store(db).get_search(search_id).spec["evaluations"]
-    except DvolverError as exc:
-        _fail(str(exc))
-    live = _LiveProgress(budget)
+    budget = Store(db).get_search(search_id).spec["evaluations"]
+    live = LiveProgress(budget)
     live.bar.start()
     _run_with_progress(lambda: resume_search(search_id, db=db, executor=executor, workers=workers,
                                              ray_address=ray_address, on_progress=live),
                        live, [search_id], db, plot)
 
 
-def _run_with_progress(job: Any, live: _LiveProgress, created: list[int], db: str | None, plot: Path | None) -> None:
+def _run_with_progress(job: Any, live: LiveProgress, created: list[int], db: str | None, plot: Path | None) -> None:
     try:
         try:
             result = job()
@@ -304,114 +271,16 @@ def _run_with_progress(job: Any, live: _LiveProgress, created: list[int], db: st
             err.print(f"\nsearch {created[0]} interrupted; its finished evaluations are saved. "
                       f"Continue with: dvolver resume {created[0]}" + (f" --db {db}" if db else ""))
         raise typer.Exit(130) from None
-    except DvolverError as exc:
-        _fail(str(exc))
-    _print_front(result, "table")
-    _write_plot(result, plot)
-    stats = result.stats
-    util = stats.utilisation
-    if stats.stopped_early:
-        err.print(f"stopped before the budget: {stats.stopped_early}", highlight=False)
-    err.print(f"{stats.evaluations} evaluations ({stats.trained} run now, {stats.reused} reused from the "
-              f"store, {stats.infeasible} rejected on cheap constraints, {stats.failed} failed) in "
-              f"{stats.wall_seconds or 0:.1f} s; worker utilisation "
-              f"{'-' if util is None else f'{util:.0%}'} over {stats.workers} worker(s); driver CPU "
-              f"{stats.driver_cpu_seconds_per_evaluation:.3f} s per evaluation", highlight=False)
+    print_front(result, "table")
+    write_plot(result, plot)
+    print_run_summary(result.stats)
 
 
 def _stored_result(search_id: int, db: str | None) -> Any:
     from .engine import result
     from .store import Store
 
-    try:
-        return result(Store(db), search_id)
-    except DvolverError as exc:
-        _fail(str(exc))
-
-
-def _write_plot(res: Any, plot: Path | None) -> None:
-    from .plotting import plot_front
-
-    path = plot_front(res.candidates, res.front, res.objectives, plot or Path(f"dvolver_front_{res.search_id}.png"),
-                      f"search {res.search_id}: {res.spec.space}, {len(res.front)} on the front", res.spec.table_mode)
-    err.print(f"front plot: {path}", highlight=False)
-
-
-def _front_rows(res: Any) -> list[dict[str, Any]]:
-    order = "acc" if "acc" in res.objectives else res.objectives[0]
-    front = sorted(res.front, key=lambda c: c.objectives[order], reverse=order == "acc")
-    rows = []
-    for c in front:
-        m = c.metrics
-        row: dict[str, Any] = {"id": c.id, "acc_pct": m.get("acc")}
-        if not res.spec.table_mode:
-            row["test_acc_pct"] = m.get("test_acc")
-            row["macs"] = m.get("macs")
-        row["flops"] = m.get("flops")
-        row["params"] = m.get("params")
-        if "latency" in m:
-            row["latency_ms"] = m.get("latency")
-        if res.spec.pruning is not None:
-            pruning = m.get("pruning")
-            row["pruning"] = "none" if not pruning else _pruning_label(c, res.spec)
-            row["kept_pct"] = 100.0 * pruning["kept_fraction"] if pruning else 100.0
-            row["costs"] = m.get("cost_kind", "dense")
-        row["genome"] = list(c.genome)
-        rows.append(row)
-    return rows
-
-
-def _pruning_label(candidate: Any, spec: Any) -> str:
-    choice = spec.search_space(structure=True).split(candidate.genome)[1]
-    return choice.method if choice.budget is None else f"{choice.method} {choice.budget:g}"
-
-
-def _human(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and value < 1000:
-        return f"{value:.2f}"
-    value = float(value)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
-
-
-HEADERS = {"id": "id", "acc_pct": "val acc %", "test_acc_pct": "test acc %", "macs": "MACs", "flops": "FLOPs",
-           "params": "params", "latency_ms": "latency ms", "pruning": "pruning", "kept_pct": "kept %", "costs": "costs"}
-
-
-def _print_front(res: Any, fmt: str) -> None:
-    rows = _front_rows(res)
-    if fmt == "json":
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return
-    if fmt == "csv":
-        buffer = io.StringIO()
-        fields = [k for k in HEADERS if rows and k in rows[0]] + ["genome"]
-        writer = csv.DictWriter(buffer, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row | {"genome": " ".join(map(str, row["genome"]))})
-        sys.stdout.write(buffer.getvalue())
-        return
-    headers = dict(HEADERS)
-    if res.spec.table_mode:
-        source = next((c.metrics.get("acc_source") for c in res.front), "table")
-        headers |= {"acc_pct": f"acc % ({source})", "flops": "FLOPs (table's count)", "params": "params (table)"}
-    title = (f"Pareto front of search {res.search_id} ({len(rows)} candidates; "
-             f"objectives {', '.join(res.objectives)})")
-    table = Table(title=title)
-    keys = [k for k in headers if rows and k in rows[0]]
-    for k in keys:
-        table.add_column(headers[k], justify="right")
-    for row in rows:
-        table.add_row(*[str(row[k]) if k == "id" or isinstance(row[k], str) else _human(row[k]) for k in keys])
-    console.print(table)
-    if any(row.get("costs") == "sparse" for row in rows):
-        console.print("costs counted sparse: a masked network's MACs, FLOPs and params are each layer's dense figure "
-                      "times the fraction of its weights kept (dense kernels still run the zeros)", highlight=False)
+    return result(Store(db), search_id)
 
 
 @app.command()
@@ -423,11 +292,11 @@ def front(
 ) -> None:
     """Print a search's Pareto front."""
     if format not in ("table", "json", "csv"):
-        _fail(f"unknown format {format!r}; choose table, json or csv")
+        raise DvolverError(f"unknown format {format!r}; choose table, json or csv")
     res = _stored_result(search_id, db)
-    _print_front(res, format)
+    print_front(res, format)
     if plot is not None:
-        _write_plot(res, plot)
+        write_plot(res, plot)
 
 
 @app.command("export")
@@ -444,19 +313,12 @@ def export_command(
     from .export import export_candidate
     from .store import Store
 
-    try:
-        out = export_candidate(Store(db), search_id, candidate_id, format)
-    except DvolverError as exc:
-        _fail(str(exc))
+    out = export_candidate(Store(db), search_id, candidate_id, format)
     path = output or Path(out.filename)
     path.write_bytes(out.data)
-    checked = f"; its outputs match {_CHECKED[out.checked_against]}" if out.checked_against else ""
+    checked = f"; its outputs match {CHECKED[out.checked_against]}" if out.checked_against else ""
     err.print(f"{format} of candidate {candidate_id} written to {path} ({len(out.data)} bytes){checked}",
               highlight=False)
-
-
-_CHECKED = {"evaluation": "those recorded when it was evaluated",
-            "stored weights": "the network built from its stored weights (no outputs were recorded at evaluation)"}
 
 
 @app.command("list")
@@ -467,10 +329,7 @@ def list_searches(
     """List the searches in the store."""
     from .store import Store
 
-    try:
-        store = Store(db)
-    except DvolverError as exc:
-        _fail(str(exc))
+    store = Store(db)
     table = Table(title=f"searches in {store.display_url}")
     for column in ("id", "name", "status", "space", "objectives", "evaluations", "front", "created"):
         table.add_column(column)
@@ -490,10 +349,7 @@ def show(
     """Show a search: its spec, status, progress and timings."""
     from .store import Store
 
-    try:
-        s = Store(db).get_search(search_id)
-    except DvolverError as exc:
-        _fail(str(exc))
+    s = Store(db).get_search(search_id)
     stats = RunStats.from_dict(s.stats).summary()
     console.print_json(json.dumps({
         "id": s.id, "name": s.name, "status": s.status, "error": s.error, "seed": s.seed,
@@ -536,10 +392,7 @@ def serve(
                         max_population=max_population, max_evaluations=max_evaluations, max_epochs=max_epochs,
                         max_concurrent=max_concurrent,
                         **({"data_roots": [str(p) for p in data_root]} if data_root else {}))
-    try:
-        application = create_app(settings)
-    except DvolverError as exc:
-        _fail(str(exc))
+    application = create_app(settings)
     children = []
     command = [sys.executable, "-m", "dvolver", "runner", "--db", url, "--workers", str(workers)]
     for _ in range(runners):
@@ -581,10 +434,7 @@ def runner(
     from service.runner import Runner
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        worker = Runner(db, name, lease, workers=workers, ray_address=ray_address, executor=executor)
-    except DvolverError as exc:
-        _fail(str(exc))
+    worker = Runner(db, name, lease, workers=workers, ray_address=ray_address, executor=executor)
     # A stopped runner hands its search back to the queue instead of abandoning it mid-lease.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.shutdown.set())
@@ -602,12 +452,10 @@ def token_create(
     db: str = DB,
 ) -> None:
     """Create a token; it is printed once and only its hash is stored."""
+    from . import tokens
     from .store import Store
 
-    try:
-        token = Store(db).create_token(name, owner)
-    except DvolverError as exc:
-        _fail(str(exc))
+    token = tokens.create_token(Store(db), name, owner)
     err.print(f"token {name!r} for owner {owner or name!r} (shown once; keep it safe):", highlight=False)
     sys.stdout.write(token + "\n")
 
@@ -615,16 +463,14 @@ def token_create(
 @token_app.command("list")
 def token_list(db: str = DB) -> None:
     """List tokens (names and owners; the tokens themselves are not kept)."""
+    from . import tokens
     from .store import Store
 
-    try:
-        tokens = Store(db).tokens()
-    except DvolverError as exc:
-        _fail(str(exc))
+    found = tokens.tokens(Store(db))
     table = Table(title="tokens")
     for column in ("name", "owner", "created"):
         table.add_column(column)
-    for t in tokens:
+    for t in found:
         table.add_row(t["name"], t["owner"], t["created_at"].strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 
@@ -632,12 +478,10 @@ def token_list(db: str = DB) -> None:
 @token_app.command("revoke")
 def token_revoke(name: str = typer.Argument(..., help="the token's name"), db: str = DB) -> None:
     """Revoke a token: requests with it get 401 from then on."""
+    from . import tokens
     from .store import Store
 
-    try:
-        Store(db).revoke_token(name)
-    except DvolverError as exc:
-        _fail(str(exc))
+    tokens.revoke_token(Store(db), name)
     err.print(f"token {name!r} revoked", highlight=False)
 
 
@@ -655,13 +499,10 @@ def bench_nb201(
     """Evaluations to reach the true front: Dvolver's algorithms against Optuna's and pymoo's NSGA-II."""
     from . import efficiency
 
-    try:
-        levels = [int(b) for b in _floats("budgets", budgets)]
-        problem = efficiency.load_problem(table, [o.strip() for o in objectives.split(",") if o.strip()])
-        err.print(f"true front: {len(problem.front)} points; seeds 0..{seeds - 1}; budgets {levels}", highlight=False)
-        rows = efficiency.compare(problem, range(seeds), levels, log=lambda line: err.print(line, highlight=False))
-    except DvolverError as exc:
-        _fail(escape(str(exc)))
+    levels = [int(b) for b in _floats("budgets", budgets)]
+    problem = efficiency.load_problem(table, [o.strip() for o in objectives.split(",") if o.strip()])
+    err.print(f"true front: {len(problem.front)} points; seeds 0..{seeds - 1}; budgets {levels}", highlight=False)
+    rows = efficiency.compare(problem, range(seeds), levels, log=lambda line: err.print(line, highlight=False))
     sys.stdout.write("\n".join(efficiency.table_lines(rows, seeds)) + "\n")
 
 

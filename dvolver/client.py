@@ -10,7 +10,11 @@ from typing import Any
 
 import httpx
 
+from .engine import SearchResult
 from .errors import DvolverError
+from .run_stats import Progress, RunStats
+from .spec import SearchSpec
+from .store import Candidate
 
 
 class ServiceError(DvolverError):
@@ -51,6 +55,24 @@ class ServiceClient:
 
     def front(self, search_id: int) -> dict[str, Any]:
         return self._call("GET", f"/searches/{search_id}/front")
+
+    def progress(self, search_id: int) -> Progress:
+        return Progress(**self.search(search_id)["progress"])
+
+    def result(self, search_id: int) -> SearchResult:
+        """The search as the service holds it now, as the same SearchResult a local run returns."""
+        detail = self.search(search_id)
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._call("GET", f"/searches/{search_id}/candidates", params={"offset": len(items), "limit": 1000})
+            items += page["items"]
+            if not page["items"] or len(items) >= page["total"]:
+                break
+        candidates = [Candidate(c["id"], search_id, c["key"], tuple(c["genome"]), c["status"], c["objectives"],
+                                c["metrics"], c["error"], c["worker"], c["seconds"]) for c in items]
+        front = [c for c, item in zip(candidates, items) if item["on_front"]]
+        return SearchResult(search_id, detail["status"], SearchSpec.from_stored(detail["spec"]), candidates, front,
+                            RunStats.from_dict(detail["stats"]), error=detail.get("error"))
 
     def events(self, search_id: int, retries: int = 5) -> Iterator[tuple[str, dict[str, Any]]]:
         """Server-sent events until `end`; a dropped connection is resumed where it stopped."""

@@ -65,6 +65,7 @@ class SearchResult:
     candidates: list[Candidate]
     front: list[Candidate]
     stats: RunStats
+    error: str | None = None  # why a failed search failed
 
     @property
     def objectives(self) -> list[str]:
@@ -341,4 +342,4 @@ def result(store: Store, search_id: int) -> SearchResult:
     spec = SearchSpec.from_stored(search.spec)
     candidates = store.candidates(search_id)
     return SearchResult(search_id, search.status, spec, candidates, pareto_front(candidates, spec),
-                        RunStats.from_dict(search.stats))
+                        RunStats.from_dict(search.stats), search.error)

@@ -550,26 +550,6 @@ class Store:
         with self._session() as s:
             return int(s.scalar(select(func.max(EventRow.id)).where(EventRow.search_id == search_id)) or 0)
 
-    # Tokens live in dvolver.tokens; `dvolver token` (cli.py) still calls these three.
-
-    def create_token(self, name: str, owner: str | None = None) -> str:
-        """tokens.create_token on this store."""
-        from . import tokens
-
-        return tokens.create_token(self, name, owner)
-
-    def tokens(self) -> list[dict[str, Any]]:
-        """tokens.tokens on this store."""
-        from . import tokens
-
-        return tokens.tokens(self)
-
-    def revoke_token(self, name: str) -> None:
-        """tokens.revoke_token on this store."""
-        from . import tokens
-
-        tokens.revoke_token(self, name)
-
 
 def _search_filter(query: Any, status: str | tuple[str, ...] | None, owner: str | None) -> Any:
     if isinstance(status, str):
