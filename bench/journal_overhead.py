@@ -25,8 +25,9 @@ from pathlib import Path
 
 from dvolver.algorithms import make_algorithm
 from dvolver.api import run_search
-from dvolver.ask_tell import CheapValues, Told
-from dvolver.evaluation import cheap_metrics, evaluate
+from dvolver.ask_tell import Told
+from dvolver.cheap import CheapCounts
+from dvolver.evaluation import evaluate
 from dvolver.objectives import OBJECTIVES
 from dvolver.spec import SearchSpec
 from search_spaces import genome_key
@@ -46,21 +47,9 @@ def storeless(spec: SearchSpec) -> list[str]:
     def minimised(values: dict) -> list[float]:
         return [OBJECTIVES[o].minimised(float(values[o])) for o in spec.objectives]
 
-    counted: dict[str, dict] = {}
-
-    def counts(genome) -> dict:
-        k = key(genome)
-        if k not in counted:
-            counted[k] = cheap_metrics(genome, spec, None, None)
-        return counted[k]
-
-    def cheap(genome) -> CheapValues:
-        values = counts(genome)
-        known = [OBJECTIVES[o].minimised(float(values[o])) if OBJECTIVES[o].cheap else np.nan for o in spec.objectives]
-        return CheapValues(np.array(known, dtype=float), 0.0)
-
+    counts = CheapCounts(spec, key, None, None)
     algorithm = make_algorithm(spec.algorithm, space, key, spec.population, len(spec.objectives), spec.seed,
-                               cheap=cheap, batch=spec.batch)
+                               cheap=counts.values, batch=spec.batch)
     results: dict[str, dict] = {}
     while len(results) < spec.evaluations:
         genomes = algorithm.ask()
@@ -69,7 +58,7 @@ def storeless(spec: SearchSpec) -> list[str]:
         for genome in genomes:
             k = key(genome)
             if k not in results and len(results) < spec.evaluations:
-                results[k] = counts(genome) | evaluate(genome, spec, 0)
+                results[k] = counts.metrics(genome) | evaluate(genome, spec, 0)
         if any(key(g) not in results for g in genomes):
             break
         F = np.array([minimised(results[key(g)]) for g in genomes])

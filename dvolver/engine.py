@@ -24,10 +24,11 @@ import numpy as np
 from search_spaces import Genome, genome_key
 
 from .algorithms import make_algorithm
-from .ask_tell import CheapValues, Told
+from .ask_tell import Told
+from .cheap import CheapCounts
 from .dispatch import Dispatcher, OverlapWindow, Work
 from .errors import DvolverError, LeaseLost
-from .evaluation import WEIGHTS, cheap_metrics
+from .evaluation import WEIGHTS
 from .executors import Executor, Outcome
 from .front import FrontTracker, feasible, minimised, pareto_front
 from .journal import AskJournal, ReplayDiverged
@@ -95,7 +96,7 @@ class SearchLoop:
         self.front = FrontTracker(self.spec)
         self.progress = Progress(0, self.spec.evaluations, 0, None)
         self.dispatcher = Dispatcher(executor, self.spec, self.search.dataset)
-        self._cheap_metrics: dict[str, dict[str, Any]] = {}  # per key: surrogate pools ask the same genomes again
+        self.cheap = CheapCounts(self.spec, self.key, self.search.input_shape, self.search.num_classes)
         # What the driver itself spends (asking, counting costs, recording): this process's CPU time less
         # the evaluations that ran inside it (the inline executor's).
         self.started, self.started_cpu = time.perf_counter(), time.process_time()
@@ -107,7 +108,7 @@ class SearchLoop:
     def run(self) -> None:
         spec = self.spec
         algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
-                                   spec.seed, cheap=self.cheap_values, batch=spec.batch)
+                                   spec.seed, cheap=self.cheap.values, batch=spec.batch)
         window = OverlapWindow(spec.overlapped)
         idle = 0
         try:
@@ -132,7 +133,7 @@ class SearchLoop:
                 if not keys <= self.met.keys():
                     break  # the budget ran out inside this batch
                 self._check_not_all_failed()
-                algorithm.tell(genomes, self._told(genomes))
+                algorithm.tell(genomes, told([self.met[self.key(g)] for g in genomes], spec))
                 self._generation_done()
                 idle = 0 if added else idle + 1
                 if idle >= STALL_LIMIT and not self.stopped:
@@ -165,8 +166,7 @@ class SearchLoop:
                 self._accept(self.stored[key], reused=True)
                 added += 1
                 continue
-            cheap = self.cheap_metrics(genome)
-            cheap_values = {k: float(v) for k, v in cheap.items() if k in OBJECTIVES}
+            cheap, cheap_values = self.cheap.metrics(genome), self.cheap.objectives(genome)
             if violation(spec.constraints, cheap_values, cheap_only=True) > 0:
                 self._accept(self.store.record(self.search_id, key, genome, "infeasible", cheap_values, cheap))
                 continue
@@ -182,21 +182,6 @@ class SearchLoop:
         """Records results as they arrive, from any batch in flight, until none of `keys` is in flight."""
         for work, outcome in self.dispatcher.results(keys, tick=self._check_stop):
             self._record(work, outcome)
-
-    def cheap_metrics(self, genome: Genome) -> dict[str, Any]:
-        key = self.key(genome)
-        if key not in self._cheap_metrics:
-            self._cheap_metrics[key] = cheap_metrics(genome, self.spec, self.search.input_shape,
-                                                     self.search.num_classes)
-        return self._cheap_metrics[key]
-
-    def cheap_values(self, genome: Genome) -> CheapValues:
-        """The algorithm's view of a genome before training: its cheap objectives, minimised (NaN for
-        the rest), and how far it breaks the constraints on them."""
-        values = {k: float(v) for k, v in self.cheap_metrics(genome).items() if k in OBJECTIVES}
-        known = [OBJECTIVES[o].minimised(values[o]) if OBJECTIVES[o].cheap and o in values else np.nan
-                 for o in self.spec.objectives]
-        return CheapValues(np.array(known, dtype=float), violation(self.spec.constraints, values, cheap_only=True))
 
     def _out_of_time(self) -> bool:
         """Past the spec's time limit, once at least one batch is out (as Optuna's timeout runs one trial)."""
@@ -247,13 +232,6 @@ class SearchLoop:
         p.front_size = len(self.front.members)
         self.on_progress(p)
 
-    def _told(self, genomes: list[Genome]) -> Told:
-        records = [self.met[self.key(genome)] for genome in genomes]
-        F = [[OBJECTIVES[o].minimised(r.objectives[o]) if o in r.objectives else np.inf for o in self.spec.objectives]
-             for r in records]
-        G = [np.inf if r.status == "failed" else violation(self.spec.constraints, r.objectives) for r in records]
-        return Told(np.array(F, dtype=float), np.array(G, dtype=float), tuple(r.status for r in records))
-
     def _generation_done(self) -> None:
         """After each tell: the front's hypervolume, the stats and a generation event."""
         self._publish()
@@ -289,6 +267,14 @@ class SearchLoop:
             driver_cpu_seconds=round(driver_cpu, 3),
             driver_cpu_seconds_per_evaluation=round(driver_cpu / max(1, p.trained), 4),
             time_limit_hit=self.time_limit_hit)
+
+
+def told(records: list[Candidate], spec: SearchSpec) -> Told:
+    """What the algorithm is told of these final records: +inf for what was never measured."""
+    F = [[OBJECTIVES[o].minimised(r.objectives[o]) if o in r.objectives else np.inf for o in spec.objectives]
+         for r in records]
+    G = [np.inf if r.status == "failed" else violation(spec.constraints, r.objectives) for r in records]
+    return Told(np.array(F, dtype=float), np.array(G, dtype=float), tuple(r.status for r in records))
 
 
 def run(store: Store, search_id: int, executor: Executor,
