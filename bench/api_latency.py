@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from large_search import fill  # noqa: E402
+from live import free_port, wait_up  # noqa: E402
 from machine import header  # noqa: E402
 
 ROUTES = {
@@ -51,24 +51,6 @@ trials = [optuna.trial.create_trial(params={"x": i / len(points)}, distributions
           for i, values in enumerate(points)]
 study.add_trials(trials)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing came up at {url}")
 
 
 def timed(client: httpx.Client, path: str, n: int) -> dict[str, float]:
@@ -102,7 +84,7 @@ def measure_dvolver(db: str, search_id: int, requests: int) -> dict[str, dict[st
                                "--runners", "0"], stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_up(base + "/healthz")
+        wait_up(base + "/healthz", server)
         with httpx.Client(base_url=base, timeout=60) as client:
             return {name: timed(client, path.format(id=search_id), requests) for name, path in ROUTES.items()}
     finally:
@@ -119,7 +101,7 @@ def measure_peer(folder: Path, python: str, points: Path, requests: int) -> dict
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_up(base + "/api/studies")
+        wait_up(base + "/api/studies", server)
         with httpx.Client(base_url=base, timeout=120) as client:
             study_id = client.get("/api/studies").json()["study_summaries"][0]["study_id"]
             # What its UI fetches to draw a study (every trial, which it then filters for the front).

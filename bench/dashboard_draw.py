@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse
 from playwright.sync_api import sync_playwright
@@ -44,6 +42,7 @@ from service.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from large_search import fill  # noqa: E402
+from live import serving  # noqa: E402
 from machine import header  # noqa: E402
 
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -69,18 +68,6 @@ def app_with(bundle: str, db: str) -> FastAPI:
         return await call_next(request)
 
     return app
-
-
-def serve(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    host, port = sock.getsockname()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, f"http://{host}:{port}"
 
 
 def draw_time(page, url: str) -> float:
@@ -111,9 +98,9 @@ def main() -> None:
         t0 = time.perf_counter()
         search_id = fill(db, args.candidates)
         print(f"store: {args.candidates} candidates in {time.perf_counter() - t0:.1f} s")
-        servers = {bundle: serve(app_with(bundle, db)) for bundle in bundles}
-        try:
-            base = servers[bundles[0]][2]
+        with ExitStack() as stack:
+            servers = {bundle: stack.enter_context(serving(app_with(bundle, db))) for bundle in bundles}
+            base = servers[bundles[0]]
             t0 = time.perf_counter()
             points = httpx.get(f"{base}/searches/{search_id}/points?x=flops&y=acc", timeout=60).json()
             cold_api = time.perf_counter() - t0
@@ -132,16 +119,12 @@ def main() -> None:
                     for bundle in bundles:  # in turns, so that the machine's load falls on both alike
                         context = browser.new_context(viewport={"width": 1400, "height": 1000})
                         page = context.new_page()
-                        ms = draw_time(page, f"{servers[bundle][2]}/#/searches/{search_id}")
+                        ms = draw_time(page, f"{servers[bundle]}/#/searches/{search_id}")
                         if i:  # the first visit of each is a warm-up
                             first[bundle].append(ms)
                             reload[bundle].append(reload_time(page))
                         context.close()
                 browser.close()
-        finally:
-            for server, thread, _ in servers.values():
-                server.should_exit = True
-                thread.join(timeout=10)
 
     print(f"Chromium {chromium} ({args.chromium}), {platform.machine()}, python {platform.python_version()}")
     for bundle in bundles:
