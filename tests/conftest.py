@@ -1,41 +1,11 @@
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-# ../shared/data beside the project; DVOLVER_TEST_DATA points elsewhere (the switch test below uses it).
-SHARED_DATA = Path(os.environ.get("DVOLVER_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-NB201_TABLE = SHARED_DATA / "nb201_cifar10.csv"
-CIFAR_NPZ = SHARED_DATA / "cifar10_subset.npz"
-CHROMIUM = Path(os.environ.get("DVOLVER_TEST_CHROMIUM", "/usr/bin/chromium"))
-
-
-def missing(switch: str, what: str) -> None:
-    """Skips a test that needs ``what``, or fails it where ``switch`` is 1: CI sets DVOLVER_REQUIRE_DATA,
-    DVOLVER_REQUIRE_BROWSER and DVOLVER_REQUIRE_POSTGRES, so nothing a user has is skipped there unnoticed."""
-    if os.environ.get(switch) == "1":
-        pytest.fail(f"{switch}=1 but {what}", pytrace=False)
-    pytest.skip(what)
-
-
-def data_file(path: Path) -> Path:
-    if not path.is_file():
-        missing("DVOLVER_REQUIRE_DATA", f"{path.name} not found at {path} (../shared/data beside the project)")
-    return path
-
-# A tiny proxy: enough to exercise every code path in well under a second per candidate.
-TINY = {
-    "space_options": {"filters": 4, "cells_per_stage": 1},
-    "training": {"epochs": 1, "train_limit": 300},
-    "population": 4,
-    "evaluations": 8,
-}
+from tests.helpers import CIFAR_NPZ, NB201_TABLE, data_file, free_port, missing
 
 
 @pytest.fixture
@@ -62,48 +32,6 @@ def ray_local():
     ray.shutdown()
 
 
-def table_spec(table: Path, **overrides: object) -> dict:
-    """A NAS-Bench-201 table search: real results, looked up in milliseconds."""
-    return {"space": "nb201", "space_options": {"table": str(table)}, "objectives": ["acc", "flops"],
-            "population": 10, "evaluations": 40} | overrides
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def live_service(settings):
-    """The real service on a loopback port (uvicorn in a thread); yields (base URL, app).
-
-    The socket is bound here and handed to uvicorn, so no other process can take the port between.
-    """
-    import uvicorn
-
-    from service.app import create_app
-
-    app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    host, port = sock.getsockname()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the service did not start")
-            time.sleep(0.05)
-        yield f"http://{host}:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
-
 @pytest.fixture(scope="session")
 def postgres():
     """One throwaway PostgreSQL server on loopback for the session (tests/postgres.py).
@@ -111,7 +39,7 @@ def postgres():
     Skips when PostgreSQL or psycopg is missing, unless DVOLVER_REQUIRE_POSTGRES=1 (CI sets it):
     then it fails, so that the PostgreSQL tests can never be skipped there unnoticed.
     """
-    from .postgres import PostgresUnavailable, throwaway_postgres
+    from tests.postgres import PostgresUnavailable, throwaway_postgres
 
     stack = ExitStack()
     try:

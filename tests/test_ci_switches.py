@@ -22,7 +22,7 @@ def _pytest(test: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     ("DVOLVER_REQUIRE_DATA", {"DVOLVER_TEST_DATA": "/nonexistent/shared/data"},
      "tests/test_spec.py::test_table_searches_only_use_what_the_table_has"),
     ("DVOLVER_REQUIRE_BROWSER", {"DVOLVER_TEST_CHROMIUM": "/nonexistent/chromium"},
-     "tests/test_dashboard.py::test_the_list_shows_every_search_with_its_progress"),
+     "tests/service/test_dashboard.py::test_the_list_shows_every_search_with_its_progress"),
 ], ids=["data", "browser"])
 def test_a_missing_dependency_skips_without_its_switch_and_fails_with_it(switch, hidden, test):
     base = {k: v for k, v in os.environ.items() if not k.startswith("DVOLVER_REQUIRE_")} | hidden

@@ -230,8 +230,7 @@ def test_a_searched_candidate_exports_checked_against_its_evaluation(tmp_path):
     from dvolver import run_search
     from dvolver.export import export_candidate
     from dvolver.store import Store
-
-    from .conftest import TINY
+    from tests.helpers import TINY
 
     db = str(tmp_path / "dvolver.db")
     result = run_search(TINY | {"evaluations": 2, "population": 2}, db=db, executor="inline")

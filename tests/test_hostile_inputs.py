@@ -14,8 +14,7 @@ import pytest
 
 from dvolver.tokens import create_token
 from service.settings import Settings
-
-from .conftest import live_service
+from tests.helpers import live_service
 
 REPO = Path(__file__).resolve().parents[1]
 VALID = {"population": 4, "evaluations": 8, "training": {"epochs": 1}}  # digits: no file needed

@@ -1,6 +1,6 @@
 """Runs the real `dvolver` CLI in this process and kills it with SIGKILL at a chosen moment.
 
-    CRASH_AT=<moment>:<n> TRAINING_LOG=<file> python tests/crash_driver.py search --db ...
+    CRASH_AT=<moment>:<n> TRAINING_LOG=<file> python tests/engine/crash_driver.py search --db ...
 
 The moments are observed from outside Dvolver's code: the evaluation function the engine hands to
 its executor is wrapped, and SQLAlchemy's session events see each transaction. Nothing in Dvolver

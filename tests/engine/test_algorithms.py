@@ -3,11 +3,8 @@ import numpy as np
 from dvolver.algorithms import RandomSearch
 from dvolver.ask_tell import Told
 from dvolver.nsga2 import NSGA2
-from search_spaces import genome_key, make_space
-
-
-def _keyer(space):
-    return lambda g: genome_key(space.name, space.canonical(g))
+from search_spaces import make_space
+from tests.helpers import keyer
 
 
 def _drive(algorithm, generations, objective):
@@ -26,17 +23,17 @@ def _toy_objective(g):
 
 def test_nsga2_is_reproducible_and_never_asks_a_network_twice():
     space = make_space("nb201")
-    runs = [_drive(NSGA2(space, _keyer(space), 16, 2, seed=7), 12, _toy_objective) for _ in range(2)]
+    runs = [_drive(NSGA2(space, keyer(space), 16, 2, seed=7), 12, _toy_objective) for _ in range(2)]
     assert runs[0] == runs[1]
-    keys = [_keyer(space)(g) for batch in runs[0] for g in batch]
+    keys = [keyer(space)(g) for batch in runs[0] for g in batch]
     assert len(keys) == len(set(keys))
-    other = _drive(NSGA2(space, _keyer(space), 16, 2, seed=8), 12, _toy_objective)
+    other = _drive(NSGA2(space, keyer(space), 16, 2, seed=8), 12, _toy_objective)
     assert other != runs[0]
 
 
 def test_nsga2_improves_on_its_initial_population():
     space = make_space("nb201")
-    asked = _drive(NSGA2(space, _keyer(space), 16, 2, seed=1), 15, _toy_objective)
+    asked = _drive(NSGA2(space, keyer(space), 16, 2, seed=1), 15, _toy_objective)
     first = max(sum(g) for g in asked[0])
     last = max(sum(g) for batch in asked[-3:] for g in batch)
     assert last > first
@@ -44,9 +41,9 @@ def test_nsga2_improves_on_its_initial_population():
 
 def test_random_search_draws_distinct_networks():
     space = make_space("nasnet")
-    rs = RandomSearch(space, _keyer(space), 10, seed=0)
+    rs = RandomSearch(space, keyer(space), 10, seed=0)
     batches = [rs.ask() for _ in range(3)]
-    keys = [_keyer(space)(g) for b in batches for g in b]
+    keys = [keyer(space)(g) for b in batches for g in b]
     assert len(keys) == 30 == len(set(keys))
     for g in batches[0]:
         space.codec().check(g)
@@ -61,7 +58,7 @@ def test_an_unknown_algorithm_name_is_an_error_not_nsga2():
 
     space = make_space("nb201")
     with pytest.raises(DvolverError, match="unknown algorithm 'nsga3'; choose among surrogate, nsga2, random, grid"):
-        make_algorithm("nsga3", space, _keyer(space), 8, 2, 0)
+        make_algorithm("nsga3", space, keyer(space), 8, 2, 0)
 
 
 def test_told_says_what_each_row_is_and_rejects_nan_and_unknown_statuses():
@@ -81,7 +78,7 @@ def test_told_says_what_each_row_is_and_rejects_nan_and_unknown_statuses():
 def test_nsga2_ranks_a_failed_candidate_below_every_measured_one():
     """A failed row (F and G at +inf) must neither crash pymoo's crowding (inf - inf) nor survive."""
     space = make_space("nb201")
-    algorithm = NSGA2(space, _keyer(space), 8, 2, seed=0)
+    algorithm = NSGA2(space, keyer(space), 8, 2, seed=0)
     genomes = algorithm.ask()
     F = np.array([_toy_objective(g) for g in genomes], dtype=float)
     G = np.zeros(len(genomes))

@@ -17,8 +17,7 @@ import pytest
 
 from dvolver import data, run_search
 from dvolver.spec import SearchSpec
-
-from .conftest import TINY, free_port
+from tests.helpers import TINY, free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

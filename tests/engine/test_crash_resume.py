@@ -1,6 +1,6 @@
 """Kill -9 the CLI search at five moments, resume it, and get exactly the uninterrupted run's search.
 
-Each run is a real `dvolver search` / `dvolver resume` process (tests/crash_driver.py), killed by
+Each run is a real `dvolver search` / `dvolver resume` process (tests/engine/crash_driver.py), killed by
 SIGKILL; the store is a real SQLite file. Trainings are counted from the processes' own logs.
 """
 
@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from dvolver.store import Store
-
-from .conftest import TINY
+from tests.helpers import TINY
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,7 @@ from dvolver.executors import InlineExecutor
 from dvolver.store import Store
 from search_spaces import genome_key, make_space
 from search_spaces.nasnet import NASNET_A, Cell, join, split
-
-from .conftest import TINY
+from tests.helpers import TINY
 
 
 class CountingExecutor(InlineExecutor):

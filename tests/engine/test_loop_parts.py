@@ -15,8 +15,7 @@ from dvolver.journal import AskJournal, ReplayDiverged
 from dvolver.run_stats import RunStats
 from dvolver.store import Candidate, Store
 from search_spaces import genome_key, make_space
-
-from .conftest import TINY, table_spec
+from tests.helpers import TINY, table_spec
 
 
 def _candidate(i, acc, flops, status="finished"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dvolver.pareto import dominates, hypervolume, igd, knee_point, non_dominated
+from dvolver.pareto import dominates, hypervolume, hypervolume_improvement, igd, knee_point, non_dominated
 
 
 def test_non_dominated_keeps_ties_and_drops_dominated():
@@ -23,3 +23,23 @@ def test_igd_and_knee():
     assert igd(front, front) == 0.0
     assert igd(np.array([[0.0, 1.0]]), front) == pytest.approx(np.sqrt(2) / 2)
     assert knee_point(np.array([[0.0, 1.0], [0.4, 0.4], [1.0, 0.0]])) == 1
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_hypervolume_and_igd_agree_with_pymoo(m):
+    from pymoo.indicators.hv import HV
+    from pymoo.indicators.igd import IGD
+
+    rng = np.random.default_rng(m)
+    reference = np.full(m, 1.1)
+    for trial in range(25):
+        F = rng.random((int(rng.integers(1, 40)), m))
+        if trial % 2:  # a curved front, most points mutually non-dominated
+            F /= np.linalg.norm(F, axis=1, keepdims=True)
+        assert hypervolume(F, reference) == pytest.approx(HV(ref_point=reference)(F), abs=1e-12)
+        point = rng.random(m)
+        gain = hypervolume(np.vstack([F, point]), reference) - hypervolume(F, reference)
+        assert hypervolume_improvement(point, F, reference) == pytest.approx(gain, abs=1e-12)
+        front = rng.random((int(rng.integers(1, 20)), m))
+        assert igd(F, front) == pytest.approx(IGD(front)(F), abs=1e-12)
+    assert hypervolume(np.array([[2.0] * m]), reference) == 0.0

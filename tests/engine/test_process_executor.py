@@ -10,8 +10,7 @@ import pytest
 
 from dvolver import run_search
 from dvolver.executors import ProcessExecutor
-
-from .conftest import TINY
+from tests.helpers import TINY
 
 pytestmark = pytest.mark.slow
 

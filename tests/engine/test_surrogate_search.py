@@ -1,78 +1,14 @@
-"""Issue 5: the surrogate search, the indicators it is scored with, and the canonical forms it relies on."""
-
-import builtins
-import random
-import zlib
-from collections import defaultdict
+"""Issue 5: the surrogate search (SurrogateSearch): reproducible, never asks twice, never fits a failure,
+beats random search on the NAS-Bench-201 table."""
 
 import numpy as np
-import pytest
-import torch
-from typer.testing import CliRunner
 
 from dvolver import efficiency
 from dvolver.algorithms import SurrogateSearch, make_algorithm
 from dvolver.api import run_search
 from dvolver.ask_tell import CheapValues, Told
-from dvolver.cli import app
-from dvolver.pareto import hypervolume, hypervolume_improvement, igd
-from search_spaces import genome_key, make_space
-from search_spaces.nb201 import ALL_GENOMES, NB201Cell, arch_str, edge_terms
-
-from .conftest import TINY, table_spec
-
-
-@pytest.mark.parametrize("m", [2, 3, 4])
-def test_hypervolume_and_igd_agree_with_pymoo(m):
-    from pymoo.indicators.hv import HV
-    from pymoo.indicators.igd import IGD
-
-    rng = np.random.default_rng(m)
-    reference = np.full(m, 1.1)
-    for trial in range(25):
-        F = rng.random((int(rng.integers(1, 40)), m))
-        if trial % 2:  # a curved front, most points mutually non-dominated
-            F /= np.linalg.norm(F, axis=1, keepdims=True)
-        assert hypervolume(F, reference) == pytest.approx(HV(ref_point=reference)(F), abs=1e-12)
-        point = rng.random(m)
-        gain = hypervolume(np.vstack([F, point]), reference) - hypervolume(F, reference)
-        assert hypervolume_improvement(point, F, reference) == pytest.approx(gain, abs=1e-12)
-        front = rng.random((int(rng.integers(1, 20)), m))
-        assert igd(F, front) == pytest.approx(IGD(front)(F), abs=1e-12)
-    assert hypervolume(np.array([[2.0] * m]), reference) == 0.0
-
-
-def _outputs(genome, x):
-    """The cell's output with each weighted edge's parameters drawn from what that edge computes, so
-    cells computing the same thing share weights wherever their edges sit."""
-    cell = NB201Cell(genome, x.shape[1])
-    terms = edge_terms(genome)
-    for edge, module in cell.edges.items():
-        gen = torch.Generator().manual_seed(zlib.crc32(terms.get(int(edge), "no weights").encode()))
-        for p in module.parameters():
-            p.data = torch.randn(p.shape, generator=gen)
-    return cell.train()(x)
-
-
-def test_table_canonical_forms_merge_only_the_same_network_at_the_same_cost(nb201_table):
-    space = make_space("nb201", {"table": str(nb201_table)})
-    classes = defaultdict(list)
-    for genome in ALL_GENOMES:
-        classes[space.canonical(genome)].append(genome)
-    cost = {g: (space.table.lookup(g).flops, space.table.lookup(g).params) for g in ALL_GENOMES}
-    for members in classes.values():
-        assert len({cost[g] for g in members}) == 1, arch_str(members[0])
-    x = torch.randn(3, 4, 6, 6)
-    rng = random.Random(5)
-    merged = [m for m in classes.values() if len(m) > 1]
-    for members in rng.sample(merged, 100):
-        reference = _outputs(members[0], x)
-        for other in rng.sample(members, min(4, len(members))):
-            assert torch.allclose(_outputs(other, x), reference, atol=1e-5), (arch_str(members[0]), arch_str(other))
-    canonicals = list(classes)
-    for a, b in (rng.sample(canonicals, 2) for _ in range(200)):
-        same_function = torch.allclose(_outputs(a, x), _outputs(b, x), atol=1e-3)
-        assert not same_function or cost[a] != cost[b], (arch_str(a), arch_str(b))
+from search_spaces import make_space
+from tests.helpers import TINY, keyer, table_spec
 
 
 def test_surrogate_search_beats_random_search_at_100_evaluations(nb201_table):
@@ -82,10 +18,6 @@ def test_surrogate_search_beats_random_search_at_100_evaluations(nb201_table):
     rand = efficiency.score(problem, np.array([problem.point(g)
                                                for g in efficiency.dvolver_search("random")(problem, 0, 100)]))
     assert ours.hv_ratio > rand.hv_ratio + 0.01
-
-
-def _keyer(space):
-    return lambda g: genome_key(space.name, space.canonical(g))
 
 
 def _toy(g):
@@ -115,14 +47,14 @@ def test_surrogate_search_is_reproducible_and_never_asks_a_network_twice():
     space = make_space("nb201")
 
     def run(seed, fail_every=0):
-        algorithm = make_algorithm("surrogate", space, _keyer(space), 8, 2, seed, cheap=_cheap_second)
+        algorithm = make_algorithm("surrogate", space, keyer(space), 8, 2, seed, cheap=_cheap_second)
         return _drive(algorithm, 8, fail_every)
 
     first = run(3)
     assert first == run(3)
     assert first != run(4)
     assert [len(b) for b in first] == [8] + [2] * 7  # the population, then population // 4 at a time
-    keys = [_keyer(space)(g) for batch in first for g in batch]
+    keys = [keyer(space)(g) for batch in first for g in batch]
     assert len(keys) == len(set(keys)) == 22
     with_failures = run(3, fail_every=3)  # the search goes on past failed evaluations
     assert sum(len(b) for b in with_failures) == 22
@@ -142,7 +74,7 @@ def test_failed_evaluations_are_never_fitted_on(monkeypatch):
 
     monkeypatch.setattr(surrogate_search, "_forest", spy)
     space = make_space("nb201")
-    asked = _drive(make_algorithm("surrogate", space, _keyer(space), 8, 2, 3, cheap=_cheap_second), 6, fail_every=3)
+    asked = _drive(make_algorithm("surrogate", space, keyer(space), 8, 2, 3, cheap=_cheap_second), 6, fail_every=3)
     told = sum(len(b) for b in asked[:-1])  # the last ask was fitted on every batch before it
     failed_before_last = sum(len(b[::3]) for b in asked[:-1])
     assert fitted and all(np.isfinite(y).all() for y in fitted)
@@ -151,13 +83,13 @@ def test_failed_evaluations_are_never_fitted_on(monkeypatch):
 
 def test_surrogate_batch_after_the_first_population_is_the_specs():
     space = make_space("nb201")
-    algorithm = make_algorithm("surrogate", space, _keyer(space), 6, 2, 0, cheap=_cheap_second, batch=4)
+    algorithm = make_algorithm("surrogate", space, keyer(space), 6, 2, 0, cheap=_cheap_second, batch=4)
     assert [len(b) for b in _drive(algorithm, 3)] == [6, 4, 4]
 
 
 def test_surrogate_search_improves_without_cheap_objectives_and_with_three():
     space = make_space("nb201")
-    blind = _drive(SurrogateSearch(space, _keyer(space), 10, 2, seed=1), 10)
+    blind = _drive(SurrogateSearch(space, keyer(space), 10, 2, seed=1), 10)
     assert max(sum(g) for b in blind[-3:] for g in b) > max(sum(g) for g in blind[0])
 
     def three(g):
@@ -166,7 +98,7 @@ def test_surrogate_search_improves_without_cheap_objectives_and_with_three():
     def score(g):  # the first, trained objective, as accuracy: higher is better
         return -_toy(g)[0]
 
-    algorithm = SurrogateSearch(space, _keyer(space), 10, 3, seed=1, cheap=three)
+    algorithm = SurrogateSearch(space, keyer(space), 10, 3, seed=1, cheap=three)
     asked = []
     for _ in range(5):
         asked.append(algorithm.ask())
@@ -196,30 +128,3 @@ def test_surrogate_search_on_nasnet_end_to_end(db):
     assert first.status == "finished" and first.stats.evaluations == 8 and first.front
     again = run_search(TINY | {"algorithm": "surrogate", "seed": 2}, db=db, executor="inline")
     assert [c.key for c in again.candidates] == [c.key for c in first.candidates]
-
-
-def test_bench_command_compares_every_search(nb201_table):
-    import logging
-
-    before = logging.getLogger("dvolver").level
-    result = CliRunner().invoke(app, ["bench", "nb201", "--table", str(nb201_table), "--seeds", "1",
-                                      "--budgets", "40"])
-    assert result.exit_code == 0, result.output
-    for name in efficiency.SEARCHES:
-        assert f"| {name} | 40 |" in result.output
-    assert logging.getLogger("dvolver").level == before  # its quieting of per-seed warnings ends with it
-
-
-def test_bench_command_says_how_to_install_optuna(nb201_table, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_optuna(name, *args, **kwargs):
-        if name == "optuna":
-            raise ImportError("no optuna")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_optuna)
-    result = CliRunner().invoke(app, ["bench", "nb201", "--table", str(nb201_table), "--seeds", "1",
-                                      "--budgets", "20"])
-    assert result.exit_code == 2
-    assert "pip install 'dvolver[bench]'" in result.output

@@ -17,8 +17,7 @@ from dvolver.api import versions
 from dvolver.executors import RayExecutor
 from dvolver.spec import SearchSpec
 from dvolver.store import Store
-
-from .conftest import TINY
+from tests.helpers import TINY
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

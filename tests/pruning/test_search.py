@@ -17,8 +17,7 @@ from dvolver.spec import SearchSpec
 from dvolver.store import Store
 from dvolver.training import accuracy
 from search_spaces import genome_key
-
-from .conftest import TINY
+from tests.helpers import TINY
 
 QUICK = {"epochs": 2, "batch_size": 32, "train_limit": 300}
 

@@ -20,14 +20,14 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .conftest import CHROMIUM, NB201_TABLE, TINY, data_file, live_service, missing
+from tests.helpers import CHROMIUM, NB201_TABLE, TINY, data_file, live_service, missing
 
 pytestmark = pytest.mark.browser
 
 sync_api = pytest.importorskip("playwright.sync_api")  # a dev dependency: installed wherever the tests are
 uvicorn = pytest.importorskip("uvicorn")
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # tests/artifacts
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 20_000

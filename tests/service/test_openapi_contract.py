@@ -10,32 +10,19 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from .conftest import free_port
+from tests.helpers import free_port, wait_up
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ST = Path(sys.executable).parent / "st"  # installed by the dev extra beside this interpreter
 
 
 def _dvolver(*args: str) -> str:
     return subprocess.run([sys.executable, "-m", "dvolver", *args], capture_output=True, text=True,
                           check=True).stdout.strip()
-
-
-def _wait_until_up(url: str, serve: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and serve.poll() is None, "the service did not start"
-        time.sleep(0.2)
 
 
 def test_schemathesis_finds_no_failure(nb201_table, tmp_path):
@@ -49,7 +36,7 @@ def test_schemathesis_finds_no_failure(nb201_table, tmp_path):
                               "--closed-reads", "--runners", "0", "--data-root", str(nb201_table.parent)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        _wait_until_up(url, serve)
+        wait_up(f"{url}/healthz", serve)
         paths = httpx.get(f"{url}/openapi.json").json()["paths"]
         operations = sum(len(methods) for methods in paths.values())
         st = subprocess.run([str(ST), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "5",

@@ -9,8 +9,7 @@ from dvolver.api import run_search
 from dvolver.tokens import create_token
 from service.app import create_app
 from service.settings import Settings
-
-from .conftest import NB201_TABLE, table_spec
+from tests.helpers import NB201_TABLE, table_spec
 
 schemathesis = pytest.importorskip("schemathesis")
 

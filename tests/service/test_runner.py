@@ -12,8 +12,7 @@ from dvolver.api import versions
 from dvolver.spec import SearchSpec
 from dvolver.store import Store
 from service.runner import Runner
-
-from .conftest import table_spec
+from tests.helpers import table_spec
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from .conftest import free_port, table_spec
+from tests.helpers import free_port, table_spec, wait_up
 
 
 def test_serve_runs_submitted_searches_and_stops_its_runner_with_it(nb201_table, tmp_path):
@@ -22,15 +22,8 @@ def test_serve_runs_submitted_searches_and_stops_its_runner_with_it(nb201_table,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
+        wait_up(f"http://127.0.0.1:{port}/healthz", serve)
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and serve.poll() is None, "the service did not start"
-            time.sleep(0.2)
         assert http.get("/whoami").json() == {"owner": "alice", "open_reads": True}  # loopback: reads open
         sid = http.post("/searches", json=table_spec(nb201_table)).json()["id"]
         while http.get(f"/searches/{sid}").json()["status"] != "finished":

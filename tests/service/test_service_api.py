@@ -12,8 +12,7 @@ from dvolver.client import ServiceClient
 from dvolver.tokens import create_token
 from service.runner import Runner
 from service.settings import Settings
-
-from .conftest import NB201_TABLE, SHARED_DATA, TINY, data_file, live_service, table_spec
+from tests.helpers import NB201_TABLE, SHARED_DATA, TINY, data_file, live_service, table_spec
 
 # What access, limit and validation tests submit: a digits search, so that they need no shared data.
 SMALL = TINY | {"evaluations": 4, "population": 2}

@@ -16,8 +16,7 @@ import pytest
 from dvolver.client import ServiceClient
 from dvolver.tokens import create_token
 from service.settings import Settings
-
-from .conftest import TINY, live_service
+from tests.helpers import TINY, live_service
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

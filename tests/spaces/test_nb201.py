@@ -51,6 +51,27 @@ def test_cells_with_one_canonical_form_compute_the_same_function():
         assert not torch.allclose(_outputs(a, x), _outputs(b, x), atol=1e-3), (arch_str(a), arch_str(b))
 
 
+def test_table_canonical_forms_merge_only_the_same_network_at_the_same_cost(nb201_table):
+    space = make_space("nb201", {"table": str(nb201_table)})
+    classes = defaultdict(list)
+    for genome in ALL_GENOMES:
+        classes[space.canonical(genome)].append(genome)
+    cost = {g: (space.table.lookup(g).flops, space.table.lookup(g).params) for g in ALL_GENOMES}
+    for members in classes.values():
+        assert len({cost[g] for g in members}) == 1, arch_str(members[0])
+    x = torch.randn(3, 4, 6, 6)
+    rng = random.Random(5)
+    merged = [m for m in classes.values() if len(m) > 1]
+    for members in rng.sample(merged, 100):
+        reference = _outputs(members[0], x)
+        for other in rng.sample(members, min(4, len(members))):
+            assert torch.allclose(_outputs(other, x), reference, atol=1e-5), (arch_str(members[0]), arch_str(other))
+    canonicals = list(classes)
+    for a, b in (rng.sample(canonicals, 2) for _ in range(200)):
+        same_function = torch.allclose(_outputs(a, x), _outputs(b, x), atol=1e-3)
+        assert not same_function or cost[a] != cost[b], (arch_str(a), arch_str(b))
+
+
 def test_dead_edges_merge_when_trained_but_not_in_table_mode(nb201_table):
     live_only = parse_arch_str("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")
     dead_conv = parse_arch_str("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_3x3~1|none~2|")

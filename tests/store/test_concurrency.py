@@ -22,8 +22,7 @@ import pytest
 
 from dvolver.store import Store
 from dvolver.tokens import create_token
-
-from .conftest import free_port
+from tests.helpers import free_port, wait_up
 
 # The default search (NASNet cells on the bundled digits): valid without any data file, and never
 # run here, since no runner serves these stores.
@@ -204,18 +203,6 @@ def _serve(url: str, log: Path) -> tuple[subprocess.Popen, str]:
     return process, f"http://127.0.0.1:{port}"
 
 
-def _wait_ready(process: subprocess.Popen, base: str, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, f"service did not start:\n{log.read_text()}"
-        time.sleep(0.2)
-
-
 def test_fifty_submissions_at_once_to_two_api_processes_while_others_read_and_record(store_url, open_store,
                                                                                      tmp_path):
     setup = open_store()  # tables and tokens exist before the servers start
@@ -228,7 +215,7 @@ def test_fifty_submissions_at_once_to_two_api_processes_while_others_read_and_re
     done = threading.Event()  # the readers stop when it is set, however the test ends
     try:
         for (process, base), log in zip(servers, logs):
-            _wait_ready(process, base, log)
+            wait_up(f"{base}/healthz", process, log=log.read_text)
         bases = [base for _, base in servers]
         limits = httpx.Limits(max_connections=SUBMISSIONS + 20, max_keepalive_connections=SUBMISSIONS + 20)
         clients += [httpx.Client(base_url=b, timeout=60, limits=limits) for b in bases]

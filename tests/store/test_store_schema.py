@@ -1,7 +1,7 @@
 """A store an earlier Dvolver made opens in this one with everything its user saw still there, and a store
 a later Dvolver made is refused, untouched.
 
-tests/data holds stores frozen by tests/data/make_old_store.py from earlier commits, each one finished
+tests/store/data holds stores frozen by tests/store/data/make_old_store.py from earlier commits, each one finished
 NAS-Bench-201 table search of 8 candidates:
 - store_schema_v0.sqlite: commit 5d22ed1, the last before schema versions; with a token of alice's
 - store_schema_v0_before_runners.sqlite: commit 1e65151, before owners, runner leases, cancel

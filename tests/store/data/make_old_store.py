@@ -1,9 +1,9 @@
-"""Makes a frozen store for tests/test_store_schema.py with the Dvolver on PYTHONPATH, an older commit's
+"""Makes a frozen store for tests/store/test_store_schema.py with the Dvolver on PYTHONPATH, an older commit's
 checkout: one finished NAS-Bench-201 table search named 'frozen' and, where that Dvolver has tokens, a
 token named 'frozen' for 'alice', printed once.
 
     git worktree add --detach /tmp/old COMMIT
-    PYTHONPATH=/tmp/old .venv/bin/python tests/data/make_old_store.py OUT.sqlite ../shared/data/nb201_cifar10.csv
+    PYTHONPATH=/tmp/old .venv/bin/python tests/store/data/make_old_store.py OUT.sqlite ../shared/data/nb201_cifar10.csv
 """
 
 import sys
