@@ -78,6 +78,8 @@ def _nsga2(space: SearchSpace, key: Callable[[Genome], str], population: int, n_
 
 
 # name -> factory(space, key, population, n_objectives, seed, cheap, batch); the first is the default.
+# ALGORITHM_NAMES (the spec's JSON schema lists them) are the built-in ones; an entry added at run time
+# is accepted by the spec's validator as well, in the process that added it.
 ALGORITHMS: dict[str, Callable[..., Algorithm]] = {
     "surrogate": lambda space, key, population, n_objectives, seed, cheap, batch: SurrogateSearch(
         space, key, batch or default_batch(population), n_objectives, seed, cheap, initial=population),
@@ -97,7 +99,7 @@ def make_algorithm(name: str, space: SearchSpace, key: Callable[[Genome], str], 
     the surrogate search asks at a time once its first `population` is evaluated. An unknown name
     raises DvolverError."""
     if name not in ALGORITHMS:
-        raise DvolverError(f"unknown algorithm {name!r}; choose among {', '.join(ALGORITHM_NAMES)}")
+        raise DvolverError(f"unknown algorithm {name!r}; choose among {', '.join(ALGORITHMS)}")
     return ALGORITHMS[name](space, key, population, n_objectives, seed, cheap, batch)
 
 

@@ -29,7 +29,9 @@ class CheapCounts:
         """Everything counted (MACs, FLOPs, params and what the space adds), as recorded with the candidate."""
         key = self.key(genome)
         if key not in self._metrics:
-            self._metrics[key] = cheap_metrics(genome, self.spec, self.input_shape, self.num_classes)
+            counted = cheap_metrics(genome, self.spec, self.input_shape, self.num_classes)
+            self._metrics[key] = counted | {name: float(o.derive(counted)) for name, o in OBJECTIVES.items()
+                                            if o.derive is not None and name in self.spec.objectives}
         return self._metrics[key]
 
     def objectives(self, genome: Genome) -> dict[str, float]:

@@ -7,7 +7,9 @@ worker that trains the candidate, on that worker's hardware.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,9 @@ class Objective:
     unit: str
     cheap: bool
     description: str
+    # A cheap objective computed from the counted metrics (MACs, FLOPs, params, ...) before training;
+    # None for those the counting or the training produces themselves.
+    derive: Callable[[Mapping[str, Any]], float] | None = None
 
     def minimised(self, value: float) -> float:
         """pymoo and the Pareto code minimise; maximised objectives are negated."""

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_v
 import search_spaces
 
 from . import data
-from .algorithms import ALGORITHM_NAMES
+from .algorithms import ALGORITHM_NAMES, ALGORITHMS
 from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
 from .pruning import registry as methods_registry
@@ -224,8 +224,8 @@ class SearchSpec(JsonNumbers):
     @field_validator("algorithm")
     @classmethod
     def _algorithm(cls, value: str) -> str:
-        if value not in ALGORITHM_NAMES:
-            raise ValueError(f"unknown algorithm {value!r}; choose among {', '.join(ALGORITHM_NAMES)}")
+        if value not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {value!r}; choose among {', '.join(ALGORITHMS)}")
         return value
 
     @model_validator(mode="after")

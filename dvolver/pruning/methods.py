@@ -114,7 +114,8 @@ def prune(model: nn.Module, dataset: Dataset, name: str, budget: float | None, o
         raise PruningError(f"{name} needs a budget: the fraction of weights to keep, in (0, 1]")
     check(name, model, budget if info.takes_budget else None)
     start = time.perf_counter()
-    return globals()[info.runner](model, dataset, budget, opts, training, seed, device, start)
+    run = globals()[info.runner] if isinstance(info.runner, str) else info.runner
+    return run(model, dataset, budget, opts, training, seed, device, start)
 
 
 # ---------------------------------------------------------------------------------------------- methods
@@ -144,7 +145,7 @@ def _learn_masks(name: str, net: nn.Module, groups, dataset, training, seed, dev
     fitted = fit(net, dataset, training, seed, device, param_groups=groups, keep_best=True)
     final = extract(net)
     details = {"best_epoch": fitted.best_epoch, "steps": fitted.steps, "stopped_early": fitted.stopped_early}
-    return _finish_unstructured(final, name, dataset, training, device, fitted.train_loss, start, details,
+    return finish_unstructured(final, name, dataset, training, device, fitted.train_loss, start, details,
                                 epochs=fitted.epochs)
 
 
@@ -166,7 +167,7 @@ def run_reparam(model, dataset, budget, opts: ReparamOptions, training, seed, de
                     "or raise its lam for a network that reaches its budget before the cut", 100 * kept,
                     100 * budget)
     reparam.hard_prune(net, budget)
-    return _finish_unstructured(net, "reparam", dataset, training, device, loss, start, details)
+    return finish_unstructured(net, "reparam", dataset, training, device, loss, start, details)
 
 
 def run_magnitude(model, dataset, budget, opts: MagnitudeOptions, training, seed, device, start) -> Pruned:
@@ -193,7 +194,7 @@ def magnitude_prune_trained(model: nn.Module, dataset: Dataset, budget: float, o
                    lr_scale=opts.finetune_lr_scale).train_loss
         epochs += opts.finetune_epochs
     handle.remove()
-    return _finish_unstructured(model, "magnitude", dataset, training, device, loss, start,
+    return finish_unstructured(model, "magnitude", dataset, training, device, loss, start,
                                 {"dense_val_acc": dense.val_acc, "dense_test_acc": dense.test_acc,
                                  "scope": opts.scope, "finetune_epochs": opts.finetune_epochs}, epochs=epochs)
 
@@ -228,8 +229,10 @@ def run_joint(model, dataset, budget, opts: JointOptions, training, seed, device
                    "finetune_epochs": finetune})
 
 
-def _finish_unstructured(final: nn.Module, method: str, dataset: Dataset, training: TrainingSpec, device, loss: float,
-                         start: float, details: dict[str, Any] | None = None, epochs: int | None = None) -> Pruned:
+def finish_unstructured(final: nn.Module, method: str, dataset: Dataset, training: TrainingSpec, device, loss: float,
+                        start: float, details: dict[str, Any] | None = None, epochs: int | None = None) -> Pruned:
+    """The last step of every unstructured method: BatchNorm re-estimated, the masked network measured,
+    and what each layer kept."""
     # Removing weights shifts every activation after them, so BatchNorm statistics gathered before the cut
     # no longer fit; re-estimating them runs forward passes only and changes no weight.
     recalibrate_batchnorm(final, training_split(dataset, training)[0], device, use_channels_last(training, device),
@@ -244,4 +247,4 @@ def _finish_unstructured(final: nn.Module, method: str, dataset: Dataset, traini
 
 __all__ = ["METHODS", "ASLPOptions", "EdgePopupOptions", "JointOptions", "MagnitudeOptions", "Method", "Pruned",
            "PruningError", "ReparamOptions", "SupermaskOptions", "check", "check_budget", "joint_ratios",
-           "joint_schedule", "magnitude_prune_trained", "method", "parse_options", "prune"]
+           "finish_unstructured", "joint_schedule", "magnitude_prune_trained", "method", "parse_options", "prune"]

@@ -7,6 +7,7 @@ POST) stays cheap; dvolver.pruning.methods runs the methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -62,7 +63,9 @@ class Method:
     options: type[BaseModel]
     takes_budget: bool  # False: the method learns its sparsity
     structured: bool  # True: removes whole filters, so the result is a narrower dense network
-    runner: str  # the function of dvolver.pruning.methods that runs it, named so this module needs no torch
+    # The function that runs it: for the built-in methods, its name in dvolver.pruning.methods, so that
+    # this module needs no torch; a method added from outside may give the function itself.
+    runner: str | Callable[..., Any]
     keeps_best: bool = False  # keeps its best validation epoch, so training.patience can stop it early
 
 
