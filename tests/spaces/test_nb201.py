@@ -33,19 +33,29 @@ def _outputs(genome, x):
     return cell.train()(x)
 
 
-def test_cells_with_one_canonical_form_compute_the_same_function():
-    space = NB201Space()
+def _classes(space) -> dict[tuple, list]:
+    """Every NAS-Bench-201 cell, grouped by the space's canonical form."""
     classes = defaultdict(list)
     for genome in ALL_GENOMES:
         classes[space.canonical(genome)].append(genome)
-    assert len(classes) < len(ALL_GENOMES) / 2
-    x = torch.randn(4, 3, 6, 6)
-    rng = random.Random(0)
-    multi = [members for members in classes.values() if len(members) > 1]
-    for members in rng.sample(multi, 150):
+    return classes
+
+
+def _assert_merged_cells_compute_alike(classes: dict, x: torch.Tensor, rng: random.Random, samples: int) -> None:
+    """Up to four members of each of `samples` classes that merge cells give their first member's output."""
+    merged = [members for members in classes.values() if len(members) > 1]
+    for members in rng.sample(merged, samples):
         reference = _outputs(members[0], x)
         for other in rng.sample(members, min(4, len(members))):
             assert torch.allclose(_outputs(other, x), reference, atol=1e-5), (arch_str(members[0]), arch_str(other))
+
+
+def test_cells_with_one_canonical_form_compute_the_same_function():
+    classes = _classes(NB201Space())
+    assert len(classes) < len(ALL_GENOMES) / 2
+    x = torch.randn(4, 3, 6, 6)
+    rng = random.Random(0)
+    _assert_merged_cells_compute_alike(classes, x, rng, 150)
     canonicals = list(classes)
     for a, b in (rng.sample(canonicals, 2) for _ in range(150)):
         assert not torch.allclose(_outputs(a, x), _outputs(b, x), atol=1e-3), (arch_str(a), arch_str(b))
@@ -53,19 +63,13 @@ def test_cells_with_one_canonical_form_compute_the_same_function():
 
 def test_table_canonical_forms_merge_only_the_same_network_at_the_same_cost(nb201_table):
     space = make_space("nb201", {"table": str(nb201_table)})
-    classes = defaultdict(list)
-    for genome in ALL_GENOMES:
-        classes[space.canonical(genome)].append(genome)
+    classes = _classes(space)
     cost = {g: (space.table.lookup(g).flops, space.table.lookup(g).params) for g in ALL_GENOMES}
     for members in classes.values():
         assert len({cost[g] for g in members}) == 1, arch_str(members[0])
     x = torch.randn(3, 4, 6, 6)
     rng = random.Random(5)
-    merged = [m for m in classes.values() if len(m) > 1]
-    for members in rng.sample(merged, 100):
-        reference = _outputs(members[0], x)
-        for other in rng.sample(members, min(4, len(members))):
-            assert torch.allclose(_outputs(other, x), reference, atol=1e-5), (arch_str(members[0]), arch_str(other))
+    _assert_merged_cells_compute_alike(classes, x, rng, 100)
     canonicals = list(classes)
     for a, b in (rng.sample(canonicals, 2) for _ in range(200)):
         same_function = torch.allclose(_outputs(a, x), _outputs(b, x), atol=1e-3)
