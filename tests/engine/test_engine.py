@@ -12,6 +12,13 @@ from search_spaces.nasnet import NASNET_A, Cell, join, split
 from tests.helpers import TINY
 
 
+@pytest.fixture
+def db(store_url: str) -> str:
+    """Every engine test on SQLite and on PostgreSQL: recording, reuse, resume and the journal go
+    through the store, which the two lock and order differently."""
+    return store_url
+
+
 class CountingExecutor(InlineExecutor):
     """The real inline executor, counting the evaluations it is handed."""
 
@@ -172,7 +179,7 @@ def test_interrupted_search_resumes_without_retraining(db):
                        and e["payload"]["status"] == "finished"]
     assert len(finished_events) == 10  # one per candidate: nothing was recorded twice
 
-    straight = run_search(spec, db=str(db) + ".straight", executor="inline")
+    straight = run_search(spec, db=db, executor="inline")  # a second search in the same store
     assert _front(straight) == _front(resumed)
 
 

@@ -22,6 +22,12 @@ from tests.helpers import TINY
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+@pytest.fixture
+def db(store_url: str) -> str:
+    """On SQLite and on PostgreSQL: retries and takeovers are recorded through the store's locks."""
+    return store_url
+
+
 def _evaluating_workers() -> list[int]:
     """Ray worker processes running an evaluation now: Ray titles a busy worker after its task."""
     pids = []
@@ -68,7 +74,7 @@ def test_a_ray_worker_killed_mid_evaluation_has_its_evaluation_retried(ray_local
     assert "WorkerCrashedError" in lost or "died" in lost
     assert not retried.worker.endswith(f":{killer.killed}")  # the second attempt ran elsewhere
     # Retried on other workers, the result is the one an undisturbed run gets.
-    again = run_search(spec, db=db + ".again", executor="inline")
+    again = run_search(spec, db=db, executor="inline")
     assert {c.key: c.objectives for c in again.candidates} == {c.key: c.objectives for c in result.candidates}
 
 
