@@ -22,23 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dvolver.pruning.masked import (
-    LayerKeep,
-    MaskRule,
-    WeightInit,
-    extract,
-    keep_stats,
-    kept_fraction,
-    mask_layers,
-    score_parameters,
-    straight_through,
-)
+from dvolver.pruning import masked
+from dvolver.pruning.masked import LayerKeep, extract, keep_stats, kept_fraction  # the API of every mask method
 
 __all__ = ["LayerKeep", "TopKMask", "extract", "keep_stats", "kept_fraction", "parameter_groups", "prepare"]
 
 
 @dataclass(frozen=True)
-class TopKMask(MaskRule):
+class TopKMask(masked.MaskRule):
     """Keep the `keep` fraction of a layer's weights with the largest |score|."""
 
     keep: float = 0.5
@@ -62,7 +53,7 @@ class TopKMask(MaskRule):
 
     def sample(self, scores: Tensor, generator: torch.Generator) -> Tensor:
         magnitude = scores.abs()
-        return straight_through(self._top_k(magnitude), magnitude)
+        return masked.straight_through(self._top_k(magnitude), magnitude)
 
     def deterministic(self, scores: Tensor) -> Tensor:
         return self._top_k(scores.abs())
@@ -73,11 +64,12 @@ def prepare(
     *,
     keep: float = 0.5,
     signed_constant: bool = False,
-    weight_init: WeightInit = "kaiming_normal",
+    weight_init: masked.WeightInit = "kaiming_normal",
     seed: int = 0,
 ) -> nn.Module:
     """Turn `model` (in place) into an edge-popup mask learner keeping `keep` of every Conv2d/Linear layer."""
-    return mask_layers(model, TopKMask(keep=keep), signed_constant=signed_constant, weight_init=weight_init, seed=seed)
+    rule = TopKMask(keep=keep)
+    return masked.mask_layers(model, rule, signed_constant=signed_constant, weight_init=weight_init, seed=seed)
 
 
 def parameter_groups(
@@ -85,4 +77,4 @@ def parameter_groups(
 ) -> list[dict[str, Any]]:
     """SGD parameter group for the scores, with the paper's Conv2/4/6 settings (lr 0.1 with a cosine schedule,
     momentum 0.9, weight decay 1e-4). Pass to `torch.optim.SGD(groups)`."""
-    return [{"params": score_parameters(model), "lr": lr, "momentum": momentum, "weight_decay": weight_decay}]
+    return [{"params": masked.score_parameters(model), "lr": lr, "momentum": momentum, "weight_decay": weight_decay}]

@@ -29,18 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dvolver.pruning.masked import (
-    LayerKeep,
-    MaskRule,
-    WeightInit,
-    extract,
-    keep_stats,
-    kept_fraction,
-    mask_layers,
-    scale_parameters,
-    score_parameters,
-    straight_through,
-)
+from dvolver.pruning import masked
+from dvolver.pruning.masked import LayerKeep, extract, keep_stats, kept_fraction  # the API of every mask method
 
 __all__ = [
     "GumbelMask",
@@ -54,7 +44,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class GumbelMask(MaskRule):
+class GumbelMask(masked.LogitMask):
     """Hard Gumbel-softmax over the logits [m^, 0] at temperature `tau`; eval mask m^ >= 0."""
 
     tau: float = 1.0
@@ -75,14 +65,7 @@ class GumbelMask(MaskRule):
         drop_logit = gumbel[1]  # the second logit is the constant 0
         hard = (keep_logit >= drop_logit).to(scores.dtype)
         soft = torch.sigmoid((keep_logit - drop_logit) / self.tau)  # keep entry of the 2-way softmax
-        return straight_through(hard, soft)
-
-    def deterministic(self, scores: Tensor) -> Tensor:
-        return (scores.detach() >= 0).to(scores.dtype)
-
-    @staticmethod
-    def keep_probability(scores: Tensor) -> Tensor:
-        return torch.sigmoid(scores)
+        return masked.straight_through(hard, soft)
 
 
 def prepare(
@@ -92,7 +75,7 @@ def prepare(
     smart_rescale: bool = True,
     tau: float = 1.0,
     init_logit: float = 0.0,
-    weight_init: WeightInit = "kaiming_normal",
+    weight_init: masked.WeightInit = "kaiming_normal",
     seed: int = 0,
 ) -> nn.Module:
     """Turn `model` (in place) into an ASLP mask learner: every Conv2d/Linear masked, weights frozen.
@@ -101,7 +84,7 @@ def prepare(
     per layer (init 1). `weight_init`: "kaiming_normal" (re-draw, fan_in, ReLU gain; the official code's init)
     or "keep". Biases are kept as the model has them and frozen. Returns the model."""
     rule = GumbelMask(tau=tau, init_logit=init_logit)
-    return mask_layers(
+    return masked.mask_layers(
         model, rule, signed_constant=signed_constant, smart_rescale=smart_rescale, weight_init=weight_init, seed=seed
     )
 
@@ -112,9 +95,9 @@ def parameter_groups(
     """SGD parameter groups per the paper: logits at lr 50, scales at lr 1e-3, momentum 0.9, no weight decay
     (the official code uses the same momentum for both). Pass to `torch.optim.SGD(groups)`."""
     groups: list[dict[str, Any]] = [
-        {"params": score_parameters(model), "lr": mask_lr, "momentum": momentum, "weight_decay": 0.0}
+        {"params": masked.score_parameters(model), "lr": mask_lr, "momentum": momentum, "weight_decay": 0.0}
     ]
-    scales = scale_parameters(model)
+    scales = masked.scale_parameters(model)
     if scales:
         groups.append({"params": scales, "lr": scale_lr, "momentum": momentum, "weight_decay": 0.0})
     return groups

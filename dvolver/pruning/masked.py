@@ -85,6 +85,18 @@ class MaskRule:
         return 1.0
 
 
+class LogitMask(MaskRule):
+    """A rule whose scores are keep logits, `P(keep) = sigmoid(s)`: its deterministic mask keeps a weight iff
+    that probability is at least 1/2, i.e. iff s >= 0. ASLP's Gumbel masks and Supermask's Bernoulli masks."""
+
+    @staticmethod
+    def keep_probability(scores: Tensor) -> Tensor:
+        return torch.sigmoid(scores)
+
+    def deterministic(self, scores: Tensor) -> Tensor:
+        return (scores.detach() >= 0).to(scores.dtype)
+
+
 class MaskedLayer(nn.Module):
     """A frozen Conv2d/Linear (`self.layer`) with learned mask scores and an optional learned scale.
 

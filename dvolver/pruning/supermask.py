@@ -28,23 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dvolver.pruning.masked import (
-    LayerKeep,
-    MaskRule,
-    WeightInit,
-    extract,
-    keep_stats,
-    kept_fraction,
-    mask_layers,
-    score_parameters,
-    straight_through,
-)
+from dvolver.pruning import masked
+from dvolver.pruning.masked import LayerKeep, extract, keep_stats, kept_fraction  # the API of every mask method
 
 __all__ = ["BernoulliMask", "LayerKeep", "extract", "keep_stats", "kept_fraction", "parameter_groups", "prepare"]
 
 
 @dataclass(frozen=True)
-class BernoulliMask(MaskRule):
+class BernoulliMask(masked.LogitMask):
     """Bernoulli(sigmoid(s)) masks in training, s >= 0 in eval; optional dynamic weight rescaling."""
 
     dynamic_rescale: bool = True
@@ -54,12 +45,9 @@ class BernoulliMask(MaskRule):
         scores.fill_(self.init_score)
 
     def sample(self, scores: Tensor, generator: torch.Generator) -> Tensor:
-        p = torch.sigmoid(scores)
+        p = self.keep_probability(scores)
         hard = torch.bernoulli(p.detach(), generator=generator)
-        return straight_through(hard, p)
-
-    def deterministic(self, scores: Tensor) -> Tensor:
-        return (scores.detach() >= 0).to(scores.dtype)
+        return masked.straight_through(hard, p)
 
     def rescale(self, mask: Tensor) -> Tensor | float:
         if not self.dynamic_rescale:
@@ -73,16 +61,16 @@ def prepare(
     dynamic_rescale: bool = True,
     signed_constant: bool = False,
     init_score: float = 0.0,
-    weight_init: WeightInit = "kaiming_normal",
+    weight_init: masked.WeightInit = "kaiming_normal",
     seed: int = 0,
 ) -> nn.Module:
     """Turn `model` (in place) into a Supermask learner: every Conv2d/Linear masked, weights frozen."""
     rule = BernoulliMask(dynamic_rescale=dynamic_rescale, init_score=init_score)
-    return mask_layers(model, rule, signed_constant=signed_constant, weight_init=weight_init, seed=seed)
+    return masked.mask_layers(model, rule, signed_constant=signed_constant, weight_init=weight_init, seed=seed)
 
 
 def parameter_groups(model: nn.Module, lr: float = 50.0, momentum: float = 0.9) -> list[dict[str, Any]]:
     """SGD parameter group for the scores: momentum 0.9, no weight decay, lr 50 by default (the official ASLP
     comparison runs every method through one `--lr`, default 50; the logits need a large step because the
     sigmoid's gradient is small). Pass to `torch.optim.SGD(groups)`."""
-    return [{"params": score_parameters(model), "lr": lr, "momentum": momentum, "weight_decay": 0.0}]
+    return [{"params": masked.score_parameters(model), "lr": lr, "momentum": momentum, "weight_decay": 0.0}]
