@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 from torch import Tensor, nn
 
@@ -38,6 +39,7 @@ __all__ = ["BACKBONES", "VGG_CONFIGS", "BasicBlock", "CifarResNet", "Conv2", "Co
            "ResNet18", "VGG", "build_backbone"]
 
 InputShape = tuple[int, int, int]
+_Layers = TypeVar("_Layers")
 
 # "M" is a 2x2 max pool; numbers are 3x3 conv widths. The common CIFAR VGG configurations
 # (Simonyan & Zisserman's A, D and E columns without the 224x224 classifier).
@@ -58,6 +60,13 @@ def _check_shape(input_shape: InputShape, num_classes: int) -> tuple[int, int, i
         raise ValueError(f"num_classes must be positive, got {num_classes}")
     c, h, w = (int(d) for d in input_shape)
     return c, h, w
+
+
+def _config(configs: dict[int, _Layers], depth: int, family: str) -> _Layers:
+    """The layers of `family` at `depth`; a ValueError that lists the depths there are, for any other."""
+    if depth not in configs:
+        raise ValueError(f"{family} depth must be one of {sorted(configs)}, got {depth}")
+    return configs[depth]
 
 
 def _pool(h: int, w: int) -> tuple[nn.Module, int, int]:
@@ -88,13 +97,12 @@ class ConvNet(nn.Module):
 
     def __init__(self, input_shape: InputShape, num_classes: int, depth: int) -> None:
         super().__init__()
-        if depth not in _CONV_WIDTHS:
-            raise ValueError(f"ConvNet depth must be one of {sorted(_CONV_WIDTHS)}, got {depth}")
+        widths = _config(_CONV_WIDTHS, depth, "ConvNet")
         c, h, w = _check_shape(input_shape, num_classes)
         layers: list[nn.Module] = []
         # ReLU is not in place: masking/reparametrisation wrappers and hooks may keep a conv's
         # output for their backward pass, and an in-place ReLU would overwrite it.
-        for width in _CONV_WIDTHS[depth]:
+        for width in widths:
             layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU(),
                        nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
             pool, h, w = _pool(h, w)
@@ -145,7 +153,17 @@ def _init_conv_bn(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class VGG(nn.Module):
+class _PooledHead(nn.Module):
+    """A network whose conv layers end in global average pooling and a single Linear (VGG, the ResNets)."""
+
+    def _add_head(self, in_features: int, num_classes: int) -> None:
+        """After the conv layers: the pool and the classifier, then He et al.'s init of every conv and BN."""
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(in_features, num_classes))
+        _init_conv_bn(self)
+
+
+class VGG(_PooledHead):
     """The common CIFAR VGG: 3x3 conv (no bias: BatchNorm's shift replaces it) + BN + ReLU, 2x2 max
     pools, then global average pooling and a single Linear(512, num_classes).
 
@@ -157,11 +175,10 @@ class VGG(nn.Module):
 
     def __init__(self, input_shape: InputShape, num_classes: int, depth: int = 16) -> None:
         super().__init__()
-        if depth not in VGG_CONFIGS:
-            raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {depth}")
+        config = _config(VGG_CONFIGS, depth, "VGG")
         c, h, w = _check_shape(input_shape, num_classes)
         layers: list[nn.Module] = []
-        for item in VGG_CONFIGS[depth]:
+        for item in config:
             if item == "M":
                 pool, h, w = _pool(h, w)
                 layers.append(pool)
@@ -170,9 +187,7 @@ class VGG(nn.Module):
                 layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
                 c = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c, num_classes))
-        _init_conv_bn(self)
+        self._add_head(c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.pool(self.features(x)))
@@ -212,7 +227,7 @@ def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.
     return nn.Sequential(*layers)
 
 
-class _ResNet(nn.Module):
+class _ResNet(_PooledHead):
     """Stem conv3x3-BN-ReLU, stages of basic blocks, global average pool, Linear.
 
     Downsampling is by stride-2 3x3 convs (padding 1), which map a side of n pixels to
@@ -231,9 +246,7 @@ class _ResNet(nn.Module):
             stages.append(_stage(in_channels, width, n, stride=1 if i == 0 else 2))
             in_channels = width
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(in_channels, num_classes))
-        _init_conv_bn(self)
+        self._add_head(in_channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.pool(self.stages(self.stem(x))))
