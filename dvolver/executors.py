@@ -97,6 +97,75 @@ class _Task:
         self.lost: list[str] = []
 
 
+class _Retrying:
+    """What the process and Ray executors share: each evaluation is a _Task whose current attempt runs on a
+    worker. An attempt whose worker was lost is sent again, at most `max_retries` more times, and then comes
+    back as lost_for_good; an attempt that failed otherwise comes back as a failed Outcome, not retried.
+
+    A subclass says how an attempt is sent (`_send`), waited for (`_wait`) and read (`_result`), which
+    errors mean its worker was lost (`_lost_reason`), and what to do once one was (`_after_lost`)."""
+
+    max_retries: int
+    _lost_words = "an evaluation's worker was lost"  # how the retry warning says it
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        task = _Task(fn, args)
+        self._send(task)
+        return task
+
+    def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
+                     ) -> Iterator[tuple[Any, Outcome]]:
+        """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
+        tasks = {task.attempt: task for task in handles}
+        while tasks:
+            if tick:
+                tick()
+            lost: list[_Task] = []
+            for attempt in self._wait(list(tasks), 1.0 if tick else None):
+                task = tasks.pop(attempt)
+                try:
+                    outcome = self._result(attempt)
+                except Exception as exc:  # timed_call catches the evaluation's own errors: this is the worker's
+                    reason = self._lost_reason(exc)
+                    if reason is None:  # the task itself failed, as it would again
+                        yield task, Outcome(None, f"{type(exc).__name__}: {_first_line(exc)}", "unknown", 0.0,
+                                            len(task.lost) + 1, tuple(task.lost))
+                    else:
+                        task.lost.append(reason)
+                        lost.append(task)
+                    continue
+                yield task, replace(outcome, attempts=len(task.lost) + 1, lost=tuple(task.lost))
+            if lost:
+                self._after_lost()
+            for task in lost:
+                if len(task.lost) <= self.max_retries:
+                    log.warning("%s (%s); running it again (attempt %d of %d)", self._lost_words, task.lost[-1],
+                                len(task.lost) + 1, self.max_retries + 1)
+                    self._send(task)
+                    tasks[task.attempt] = task
+                else:
+                    yield task, lost_for_good(task.lost)
+
+    def _send(self, task: _Task) -> None:
+        """Starts a new attempt of `task` on a worker; sets task.attempt."""
+        raise NotImplementedError
+
+    def _wait(self, attempts: list[Any], timeout: float | None) -> Iterable[Any]:
+        """The attempts done within `timeout` seconds (None: until one is)."""
+        raise NotImplementedError
+
+    def _result(self, attempt: Any) -> Outcome:
+        """A done attempt's Outcome, or the error that ended it."""
+        raise NotImplementedError
+
+    def _lost_reason(self, exc: Exception) -> str | None:
+        """Why the attempt's worker was lost, when `exc` says it was; None when the attempt itself failed."""
+        raise NotImplementedError
+
+    def _after_lost(self) -> None:
+        """Called once lost workers were found, before their attempts are sent again."""
+
+
 class InlineExecutor:
     """Runs each evaluation in this process, in submission order: for debugging and tests."""
 
@@ -141,7 +210,7 @@ def _call_in_worker(fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
     return timed_call(fn, *resolved)
 
 
-class ProcessExecutor:
+class ProcessExecutor(_Retrying):
     """Evaluations in `workers` local worker processes, without Ray.
 
     For a machine where Ray is not installed or cannot start: each evaluation runs in a spawned
@@ -152,6 +221,8 @@ class ProcessExecutor:
     pool with it: the evaluations then in flight are each counted as a lost attempt and submitted
     again to a new pool, at most `max_retries` more times, as on Ray.
     """
+
+    _lost_words = "an evaluation's worker process died"
 
     def __init__(self, workers: int = 2, max_retries: int = 2) -> None:
         self.slots = workers
@@ -172,46 +243,22 @@ class ProcessExecutor:
             self._stop_pool()
         return ref
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        task = _Task(fn, args)
-        self._send(task)
-        return task
-
     def _send(self, task: _Task) -> None:
         task.attempt = self._pool_now().submit(_call_in_worker, task.fn, task.args)
 
-    def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
-                     ) -> Iterator[tuple[Any, Outcome]]:
-        """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
-        tasks = {task.attempt: task for task in handles}
-        while tasks:
-            if tick:
-                tick()
-            done, _ = cf.wait(list(tasks), timeout=1.0 if tick else None, return_when=cf.FIRST_COMPLETED)
-            broken: list[_Task] = []
-            for future in done:
-                task = tasks.pop(future)
-                try:
-                    outcome = future.result()
-                except BrokenProcessPool as exc:  # a worker died: not the candidate's fault
-                    task.lost.append(f"BrokenProcessPool: {_first_line(exc)}")
-                    broken.append(task)
-                    continue
-                except Exception as exc:  # timed_call catches the evaluation's own errors: this is the pool's
-                    yield task, Outcome(None, f"{type(exc).__name__}: {_first_line(exc)}", "unknown", 0.0,
-                                        len(task.lost) + 1, tuple(task.lost))
-                    continue
-                yield task, replace(outcome, attempts=len(task.lost) + 1, lost=tuple(task.lost))
-            if broken:
-                self._stop_pool()
-            for task in broken:
-                if len(task.lost) <= self.max_retries:
-                    log.warning("an evaluation's worker process died (%s); running it again (attempt %d of %d)",
-                                task.lost[-1], len(task.lost) + 1, self.max_retries + 1)
-                    self._send(task)
-                    tasks[task.attempt] = task
-                else:
-                    yield task, lost_for_good(task.lost)
+    def _wait(self, attempts: list[Any], timeout: float | None) -> Iterable[Any]:
+        return cf.wait(attempts, timeout=timeout, return_when=cf.FIRST_COMPLETED)[0]
+
+    def _result(self, attempt: Any) -> Outcome:
+        return attempt.result()
+
+    def _lost_reason(self, exc: Exception) -> str | None:
+        if isinstance(exc, BrokenProcessPool):  # a worker died: not the candidate's fault
+            return f"BrokenProcessPool: {_first_line(exc)}"
+        return None  # timed_call catches the evaluation's own errors: this is the pool's
+
+    def _after_lost(self) -> None:
+        self._stop_pool()  # a pool with a dead worker is broken for good: the next attempt gets a new one
 
     def cancel(self, handles: Iterable[Any]) -> None:
         for task in handles:
@@ -266,7 +313,7 @@ def _join(ray: Any, address: str, options: dict[str, Any], attempts: int = 3) ->
             time.sleep(2.0 * attempt)
 
 
-class RayExecutor:
+class RayExecutor(_Retrying):
     """Ray tasks, one per evaluation, each asking for `cpus` CPUs and `gpus` GPUs.
 
     Retries are the executor's, not Ray's (Ray's own are off), so that a candidate's record can say
@@ -315,38 +362,19 @@ class RayExecutor:
         on other machines then need no copy of the driver's files."""
         return self._ray.put(value)
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        task = _Task(fn, args)
-        task.attempt = self._remote.remote(fn, *args)
-        return task
+    def _send(self, task: _Task) -> None:
+        task.attempt = self._remote.remote(task.fn, *task.args)
 
-    def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
-                     ) -> Iterator[tuple[Any, Outcome]]:
-        """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
-        tasks = {task.attempt: task for task in handles}
-        while tasks:
-            if tick:
-                tick()
-            done, _ = self._ray.wait(list(tasks), num_returns=1, timeout=1.0 if tick else None)
-            for ref in done:
-                task = tasks.pop(ref)
-                try:
-                    outcome = self._ray.get(ref)
-                except Exception as exc:  # timed_call catches the evaluation's errors: this is the worker's
-                    reason = f"{type(exc).__name__}: {_first_line(exc)}"
-                    if isinstance(exc, self._not_retried):  # the task itself failed, as it would again
-                        yield task, Outcome(None, reason, "unknown", 0.0, len(task.lost) + 1, tuple(task.lost))
-                        continue
-                    task.lost.append(reason)
-                    if len(task.lost) <= self.max_retries:
-                        log.warning("an evaluation's worker was lost (%s); running it again (attempt %d of %d)",
-                                    reason, len(task.lost) + 1, self.max_retries + 1)
-                        task.attempt = self._remote.remote(task.fn, *task.args)
-                        tasks[task.attempt] = task
-                        continue
-                    yield task, lost_for_good(task.lost)
-                    continue
-                yield task, replace(outcome, attempts=len(task.lost) + 1, lost=tuple(task.lost))
+    def _wait(self, attempts: list[Any], timeout: float | None) -> Iterable[Any]:
+        return self._ray.wait(attempts, num_returns=1, timeout=timeout)[0]
+
+    def _result(self, attempt: Any) -> Outcome:
+        return self._ray.get(attempt)
+
+    def _lost_reason(self, exc: Exception) -> str | None:
+        if isinstance(exc, self._not_retried):  # the task itself failed, as it would again
+            return None
+        return f"{type(exc).__name__}: {_first_line(exc)}"
 
     def cancel(self, handles: Iterable[Any]) -> None:
         for task in handles:
