@@ -38,3 +38,44 @@ def test_worked_example_runs_as_written(name, registries, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)  # the examples write their stores beside them
     exec(compile(_examples()[name], f"{DOC}:{name}", "exec"), {"__name__": f"architecture_{name}"})
     assert list(tmp_path.glob("*.db")), "the example ran no search"
+
+
+def _load_time_imports(path: Path, package: str) -> set[str]:
+    """The dvolver modules a module of `package` imports when it loads (function bodies and TYPE_CHECKING
+    left out); `from .pruning import registry` counts as dvolver.pruning and dvolver.pruning.registry."""
+    import ast
+
+    here = package.split(".")
+    found = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
+            found |= {f"{base}.{a.name}" for a in node.names} | {base}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dvolver"):
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_the_module_table_lists_every_module_and_imports_point_up_it():
+    text = DOC.read_text()
+    table = text[text.index("| module | its one idea |"):text.index("### `service/`")]
+    rows = [line.split("|")[1] for line in table.splitlines()[2:] if line.startswith("|")]
+    rank = {name: i for i, row in enumerate(rows) for name in re.findall(r"`([\w/*]+)`", row)}
+    root = DOC.parents[1] / "dvolver"
+    modules = {}
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).with_suffix("").as_posix()
+        if relative in ("__init__", "__main__", "pruning/__init__"):
+            continue
+        listed = relative if relative in rank else "pruning/*" if relative.startswith("pruning/") else None
+        assert listed is not None, f"docs/ARCHITECTURE.md's module table does not list dvolver/{relative}.py"
+        modules["dvolver." + relative.replace("/", ".")] = (path, rank[listed])
+    checked = 0
+    for name, (path, own) in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for imported in _load_time_imports(path, package):
+            if imported in modules:
+                checked += 1
+                assert modules[imported][1] <= own, (f"{name} (row {own}) imports {imported} (row "
+                                                     f"{modules[imported][1]}), which the table lists below it")
+    assert checked > 100  # the imports were found, not silently missed
