@@ -55,8 +55,9 @@ class Told:
 
     @property
     def measured(self) -> np.ndarray:
-        """Rows whose every objective was measured: finished, and nothing left at +inf."""
-        return np.array([s == "finished" for s in self.status], dtype=bool) & np.isfinite(self.F).all(axis=1)
+        """Rows with a value for every objective. A failed or rejected candidate has one only when every
+        objective is cheap (counted, not trained), and those values are then exact."""
+        return np.isfinite(self.F).all(axis=1)
 
 
 @dataclass(frozen=True)

@@ -270,9 +270,10 @@ class SearchLoop:
 
 
 def told(records: list[Candidate], spec: SearchSpec) -> Told:
-    """What the algorithm is told of these final records: +inf for what was never measured."""
-    F = [[OBJECTIVES[o].minimised(r.objectives[o]) if o in r.objectives else np.inf for o in spec.objectives]
-         for r in records]
+    """What the algorithm is told of these final records: +inf for what was never measured (a NaN, as a
+    table row may hold, counts as never measured)."""
+    F = [[OBJECTIVES[o].minimised(r.objectives[o]) if o in r.objectives and r.objectives[o] == r.objectives[o]
+          else np.inf for o in spec.objectives] for r in records]
     G = [np.inf if r.status == "failed" else violation(spec.constraints, r.objectives) for r in records]
     return Told(np.array(F, dtype=float), np.array(G, dtype=float), tuple(r.status for r in records))
 

@@ -56,7 +56,7 @@ class SurrogateSearch:
         self.genomes: list[Genome] = []
         self.F = np.empty((0, n_objectives))
         self.G = np.empty(0)
-        self.measured = np.empty(0, dtype=bool)  # every objective measured: not failed, not rejected untrained
+        self.measured = np.empty(0, dtype=bool)  # a value for every objective (Told.measured)
         self._asks = self._tells = 0
 
     def ask(self) -> list[Genome]:

@@ -118,3 +118,12 @@ def test_stats_read_back_typed_whatever_a_search_has_written_so_far():
     stats = RunStats.from_dict({"evaluations": 7, "utilisation": 0.5, "a_field_from_elsewhere": 1})
     assert (stats.evaluations, stats.utilisation, stats.front_size) == (7, 0.5, 0)
     assert "hypervolume_history" not in stats.summary() and stats.to_dict()["evaluations"] == 7
+
+
+def test_a_nan_objective_is_told_as_never_measured():
+    """A table row may hold NaN: it reaches the algorithm as +inf with its status, not as an error."""
+    from dvolver.engine import told
+
+    spec = SearchSpec.from_dict(TINY | {"objectives": ["acc", "flops"]})
+    answer = told([_candidate(0, float("nan"), 5.0), _candidate(1, 0.5, 5.0)], spec)
+    assert answer.F.tolist() == [[np.inf, 5.0], [-0.5, 5.0]] and answer.measured.tolist() == [False, True]
