@@ -336,7 +336,7 @@ def list_searches(
     for s in store.list_searches(status):
         stats = RunStats.from_dict(s.stats)
         table.add_row(str(s.id), s.name or "", s.status, s.spec["space"], ",".join(s.spec["objectives"]),
-                      f"{stats.evaluations}/{s.spec['evaluations']}", str(stats.front_size),
+                      f"{stats.evaluations}/{s.spec['evaluations']}", str(stats.front_size) if s.stats else "-",
                       s.created_at.strftime("%Y-%m-%d %H:%M"))
     console.print(table)
 
