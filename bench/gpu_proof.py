@@ -166,8 +166,8 @@ def _cpu_model() -> str:
 
 
 def cli_search(args: argparse.Namespace, workdir: Path, name: str, flags: list[str]) -> tuple[SearchResult, float]:
-    """The stored result of one `dvolver search` run, and the seconds the CLI took in all."""
-    """One `dvolver search` through the real CLI in a subprocess; its result read back from its store."""
+    """One `dvolver search` through the real CLI in a subprocess: its result read back from its store, and
+    the seconds the CLI took in all."""
     db = workdir / f"{name}.db"
     cmd = [sys.executable, "-m", "dvolver", "search", "--executor", args.executor, "--workers", str(args.workers),
            "--db", str(db), "--plot", str(workdir / f"{name}.png"), "--seed", "0", *flags]

@@ -42,7 +42,8 @@ class RunStats:
     failed: int = 0
     front_size: int = 0
     hypervolume: float | None = None
-    hypervolume_history: list[list[float]] = field(default_factory=list)  # [evaluations, hypervolume] per tell
+    # [evaluations, hypervolume] at each measure: after every tell, and once at the end
+    hypervolume_history: list[list[float]] = field(default_factory=list)
     hypervolume_box: list[list[float]] | None = None  # [ideal, nadir], minimised
     workers: int = 1
     busy_seconds: dict[str, float] = field(default_factory=dict)  # per worker: seconds spent evaluating

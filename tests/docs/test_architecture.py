@@ -45,10 +45,23 @@ def _load_time_imports(path: Path, package: str) -> set[str]:
     left out); `from .pruning import registry` counts as dvolver.pruning and dvolver.pruning.registry."""
     import ast
 
+    def at_load(body):
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                yield from at_load(node.orelse)
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                for part in ("body", "orelse", "finalbody", "handlers"):
+                    for child in getattr(node, part, []):
+                        yield from at_load(child.body if isinstance(child, ast.ExceptHandler) else [child])
+            else:
+                yield node
+
     here = package.split(".")
     found = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.ImportFrom) and node.level:
+    for node in at_load(ast.parse(path.read_text()).body):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("dvolver")}
+        elif isinstance(node, ast.ImportFrom) and node.level:
             base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
             found |= {f"{base}.{a.name}" for a in node.names} | {base}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dvolver"):

@@ -23,11 +23,11 @@ def test_serve_runs_submitted_searches_and_stops_its_runner_with_it(nb201_table,
     try:
         http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"})
         wait_up(f"http://127.0.0.1:{port}/healthz", serve)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         assert http.get("/whoami").json() == {"owner": "alice", "open_reads": True}  # loopback: reads open
         sid = http.post("/searches", json=table_spec(nb201_table)).json()["id"]
         while http.get(f"/searches/{sid}").json()["status"] != "finished":
-            assert time.monotonic() < deadline + 60, "the runner did not run the search"
+            assert time.monotonic() < deadline, "the runner did not run the search"
             time.sleep(0.3)
         assert http.get(f"/searches/{sid}/front").json()["items"]
         assert "text/html" in http.get("/").headers["content-type"]
