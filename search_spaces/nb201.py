@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
+import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -112,6 +113,11 @@ class TableRow:
     acc: float
     flops: float
     params: float
+    curve: tuple[tuple[int, float], ...] = ()  # (epoch, accuracy in %), by epoch; () without curve columns
+
+
+CURVE_PREFIX = "acc_epoch_"  # a learning-curve column: acc_epoch_<E>, accuracy in % after E epochs
+_CURVE_COLUMN = re.compile(re.escape(CURVE_PREFIX) + r"([1-9][0-9]*)")
 
 
 class NB201Table:
@@ -120,6 +126,12 @@ class NB201Table:
     Accuracy comes from the first present of val_acc, valid_acc, accuracy, acc, test_acc (in %);
     FLOPs from `flops` or `flops_m` (millions) and params from `params` or `params_m`, in the
     table's own counting convention.
+
+    A table may also hold a learning curve: columns `acc_epoch_<E>` (E a positive integer, no
+    leading zeros), the validation accuracy in % after E epochs of the table's training, numeric
+    in every row. `curve_epochs` lists the epochs present (sorted; empty without such columns),
+    each row's `curve` pairs them with its accuracies, and `acc_at` reads one. The accuracy column
+    above stays the full-fidelity accuracy, whatever the curve holds.
     """
 
     ACC_COLUMNS = ("val_acc", "valid_acc", "accuracy", "acc", "test_acc")  # preference order
@@ -145,6 +157,9 @@ class NB201Table:
                 missing.append("arch_str or op0..op5")
             if missing:
                 raise ValueError(f"{self.path} lacks the column(s) " + ", ".join(missing))
+            curve_columns = _curve_columns(self.path, columns)
+            self.curve_epochs: tuple[int, ...] = tuple(epoch for epoch, _ in curve_columns)
+            self._epoch_index = {epoch: i for i, epoch in enumerate(self.curve_epochs)}
             self.rows: dict[Genome, TableRow] = {}
             for line, row in enumerate(reader, start=2):
                 try:
@@ -154,6 +169,7 @@ class NB201Table:
                         float(row[self.acc_column]),  # type: ignore[index]
                         float(row[flops_col[0]]) * flops_col[1],  # type: ignore[index]
                         float(row[params_col[0]]) * params_col[1],  # type: ignore[index]
+                        tuple((epoch, _curve_cell(row, column)) for epoch, column in curve_columns),
                     )
                 except (ValueError, KeyError) as exc:
                     raise ValueError(f"{self.path} line {line}: {exc}") from exc
@@ -165,6 +181,39 @@ class NB201Table:
             return self.rows[tuple(genome)]
         except KeyError:
             raise KeyError(f"cell {arch_str(genome)} is not in {self.path}") from None
+
+    def acc_at(self, genome: Genome, epochs: int) -> float:
+        """The cell's accuracy (in %) after exactly `epochs` epochs, from the table's curve columns."""
+        row = self.lookup(genome)
+        try:
+            return row.curve[self._epoch_index[epochs]][1]
+        except (KeyError, TypeError):
+            held = ", ".join(map(str, self.curve_epochs)) if self.curve_epochs else "none"
+            raise KeyError(f"{self.path} has no accuracy after {epochs!r} epochs: its curve epochs are {held} "
+                           f"(columns {CURVE_PREFIX}<E>)") from None
+
+
+def _curve_columns(path: Path, columns: list[str]) -> list[tuple[int, str]]:
+    """The learning-curve columns, as (epoch, column) sorted by epoch."""
+    found = []
+    for column in columns:
+        if not column.startswith(CURVE_PREFIX):
+            continue
+        match = _CURVE_COLUMN.fullmatch(column)
+        if match is None:
+            raise ValueError(f"{path} column {column!r}: a curve column is {CURVE_PREFIX}<E>, E a positive "
+                             "integer without leading zeros")
+        found.append((int(match.group(1)), column))
+    return sorted(found)
+
+
+def _curve_cell(row: dict[str, str | None], column: str) -> float:
+    """One curve cell as a number; the caller's error names the file and line."""
+    text = row.get(column)  # None where the row is short
+    try:
+        return float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"column {column}: {text!r} is not a number") from None
 
 
 def _scaled_column(columns: list[str], name: str) -> tuple[str, float] | None:
