@@ -17,7 +17,25 @@ A table's model, drawn from its seed:
   ones too, as the benchmark counts them), `params` adds a random per-op overhead, so its front
   differs from the FLOPs front.
 
-    python bench/synthetic_tables.py OUT_DIR [--tables 5] [--seed 0]
+With --curves (`learning_curve_table`), each row also holds a learning curve: `acc_epoch_<E>`, the
+accuracy in % after E = 1..27 epochs (NB201Table.curve_epochs), for early stopping in table mode.
+The table above is drawn first, unchanged; the curves come from a second generator of the same
+seed, so `synthetic_table` and its files stay the same. A curve's model, drawn from that seed:
+- every network starts at chance (10 % at epoch 0) and saturates at the row's full-fidelity
+  accuracy (`test_acc`, what NB201Table reads), reached exactly at the last epoch T:
+  acc(e) = final - (final - 10) * (exp(-e / tau) - exp(-T / tau)) / (1 - exp(-T / tau));
+- tau, the network's speed in epochs, is drawn once per network (isomorphic cells share it):
+  log tau = log tau0 + slow * (live 3x3 convolutions) + spread * N(0, 1), with tau0 in 1.5-3
+  epochs, slow in 0.02-0.05 and spread in 0.04-0.1 drawn per table, so larger networks tend to
+  start slower and curves cross: a network that learns fast can lead early and end below one that
+  learns slowly;
+- each epoch but the last adds its own Gaussian training noise (sd drawn per table in 0.1-0.4 %),
+  so curves are saturating but not monotone;
+- `curve_kendall_tau` measures the crossing: the Kendall tau between the ranks at an early epoch
+  and at the last one. Over seeds 0-4 it averages 0.58 at epoch 1 (0.47-0.64), 0.71 at epoch 3
+  and 0.92 at epoch 9: early ranks only partly predict final ones, as on real benchmarks.
+
+    python bench/synthetic_tables.py OUT_DIR [--tables 5] [--seed 0] [--curves]
 """
 
 from __future__ import annotations
@@ -31,6 +49,8 @@ import numpy as np
 from search_spaces.nb201 import ALL_GENOMES, EDGES, OPS, arch_str, functional_key, live_edges
 
 CONV1, CONV3 = 2, 3
+CURVE_EPOCHS = tuple(range(1, 28))  # all of 1..27: the rungs 1, 3, 9, 27 of successive halving at eta 3
+CHANCE = 10.0  # accuracy in % of an untrained network (CIFAR-10's 10 classes)
 
 
 def synthetic_table(seed: int) -> list[dict[str, object]]:
@@ -64,6 +84,63 @@ def synthetic_table(seed: int) -> list[dict[str, object]]:
     return rows
 
 
+def learning_curve_table(seed: int, epochs: tuple[int, ...] = CURVE_EPOCHS) -> list[dict[str, object]]:
+    """`synthetic_table(seed)`'s rows, each with `acc_epoch_<E>` for E in `epochs` (see the module's
+    docstring); the last epoch's value is the row's `test_acc`."""
+    epochs = tuple(sorted(set(int(e) for e in epochs)))
+    if not epochs or epochs[0] < 1:
+        raise ValueError(f"epochs must be positive integers, not {epochs}")
+    rows = synthetic_table(seed)
+    rng = np.random.default_rng([seed, 1])  # apart from synthetic_table's stream, which stays as it was
+    tau0, slow, spread = rng.uniform(1.5, 3.0), rng.uniform(0.02, 0.05), rng.uniform(0.04, 0.1)
+    noise = rng.uniform(0.1, 0.4)
+    last = epochs[-1]
+    at = np.array(epochs, dtype=float)
+    tau_of: dict[str, float] = {}
+    for row, genome in zip(rows, ALL_GENOMES, strict=True):
+        key = functional_key(genome)
+        if key not in tau_of:
+            n3 = sum(1 for e, alive in enumerate(live_edges(genome)) if alive and genome[e] == CONV3)
+            tau_of[key] = float(tau0 * np.exp(slow * n3 + spread * rng.normal()))
+        tau = tau_of[key]
+        final = float(row["test_acc"])  # type: ignore[arg-type]
+        left = (np.exp(-at / tau) - np.exp(-last / tau)) / (1.0 - np.exp(-last / tau))
+        curve = final - (final - CHANCE) * left + rng.normal(0.0, noise, len(epochs))
+        curve = np.clip(curve, 0.0, 100.0)
+        for epoch, acc in zip(epochs[:-1], curve[:-1], strict=True):
+            row[f"acc_epoch_{epoch}"] = round(float(acc), 4)
+        row[f"acc_epoch_{last}"] = row["test_acc"]  # the full-fidelity accuracy, exactly
+    return rows
+
+
+def curve_kendall_tau(rows: list[dict[str, object]], epoch: int = 1, final: str | None = None) -> float:
+    """Kendall's tau-b between the rows' accuracies after `epoch` epochs and at the last curve epoch
+    (or the column `final`): 1 where the early ranking is the final one, lower as curves cross."""
+    last = final or max((c for c in rows[0] if c.startswith("acc_epoch_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    return kendall_tau(np.array([r[f"acc_epoch_{epoch}"] for r in rows], dtype=float),
+                       np.array([r[last] for r in rows], dtype=float))
+
+
+def kendall_tau(x: np.ndarray, y: np.ndarray, chunk: int = 512) -> float:
+    """Kendall's tau-b of two equal-length samples (ties counted as scipy.stats.kendalltau does)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError("kendall_tau needs two 1-d samples of the same length, at least 2")
+    both = untied_x = untied_y = 0
+    for start in range(0, len(x) - 1, chunk):
+        stop = min(start + chunk, len(x))
+        # pairs (i, j), i in this chunk, j after i
+        dx = np.sign(x[start:stop, None] - x[None, start + 1:]).astype(np.int8)
+        dy = np.sign(y[start:stop, None] - y[None, start + 1:]).astype(np.int8)
+        later = np.arange(start, stop)[:, None] < np.arange(start + 1, len(x))[None, :]
+        dx *= later
+        dy *= later
+        both += int(np.sum(dx * dy, dtype=np.int64))
+        untied_x += int(np.count_nonzero(dx))
+        untied_y += int(np.count_nonzero(dy))
+    return both / float(np.sqrt(float(untied_x) * float(untied_y))) if untied_x and untied_y else float("nan")
+
+
 def _quality(genome: tuple[int, ...], effect: np.ndarray, pairs: np.ndarray) -> float:
     live = [e for e, alive in enumerate(live_edges(genome)) if alive]
     idx = [e * len(OPS) + genome[e] for e in live]
@@ -75,11 +152,17 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--tables", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--curves", action="store_true",
+                        help="add learning curves acc_epoch_1..27 (files synthetic_curves_SEED.csv)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for t in range(args.tables):
-        rows = synthetic_table(args.seed + t)
-        path = args.out / f"synthetic_{args.seed + t}.csv"
+        if args.curves:
+            rows = learning_curve_table(args.seed + t)
+            path = args.out / f"synthetic_curves_{args.seed + t}.csv"
+        else:
+            rows = synthetic_table(args.seed + t)
+            path = args.out / f"synthetic_{args.seed + t}.csv"
         with path.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
