@@ -21,9 +21,10 @@ from . import costs, data, output_check, unit_costs
 from .cpu_forms import restore_plain
 from .pruning import methods
 from .spec import SearchSpec
-from .training import autocast_dtype, train
+from .training import Rung, autocast_dtype, train
 
 WEIGHTS = "weights"  # the key of the trained state_dict (torch.save bytes) in evaluate's result
+CHECKPOINT = "checkpoint"  # below the last rung: the training state that continues the run (torch.save bytes)
 
 
 def candidate_seed(search_seed: int, key: str) -> int:
@@ -84,12 +85,19 @@ def pruned_costs(model: torch.nn.Module, input_shape: tuple[int, int, int], stru
                       "params": counted.nonzero_params, "masked_macs": counted.macs, "cost_kind": "sparse"}
 
 
-def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset | None = None) -> dict[str, Any]:
+def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset | None = None,
+             rung: int | None = None, checkpoint: bytes | None = None) -> dict[str, Any]:
     """Trains (or looks up) one candidate. `dataset`: the search's data, when the caller sends it;
-    otherwise it is loaded from the spec's source here."""
+    otherwise it is loaded from the spec's source here.
+
+    With early stopping, `rung` is the epochs to train up to and `checkpoint` what the rung before
+    returned (None at the first). Below the last rung the result also holds CHECKPOINT, and no
+    latency: that is measured at full fidelity only."""
     space = spec.search_space()
     table = getattr(space, "table", None)
     if table is not None:
+        if rung is not None:
+            return {"acc": table.acc_at(genome, rung), "epochs": rung, "acc_source": f"table column acc_epoch_{rung}"}
         return {"acc": table.lookup(genome).acc, "acc_source": f"table column {table.acc_column}"}
     if dataset is None:
         dataset = data.load(spec.dataset)
@@ -102,7 +110,7 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
         model = space.build(genome, dataset.input_shape, dataset.num_classes)
         extra: dict[str, Any] = {}
         if choice is None:
-            result = train(model, dataset, spec.training, seed, device)
+            result = train(model, dataset, spec.training, seed, device, _rung(spec, rung, checkpoint))
         else:
             assert spec.pruning is not None
             pruned = methods.prune(model, dataset, choice.method, choice.budget, spec.pruning.options[choice.method],
@@ -126,7 +134,11 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
             metrics["gpu"] = torch.cuda.get_device_name(device)
             metrics["gpu_memory_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
         model = model.cpu()
-        if needs_latency(spec):
+        if result.state is not None:
+            buffer = io.BytesIO()
+            torch.save(result.state, buffer)
+            metrics[CHECKPOINT] = buffer.getvalue()
+        elif needs_latency(spec):
             metrics["latency"] = costs.latency_ms(model, dataset.input_shape, spec.training.latency_repeats)
         if spec.training.keep_weights:
             metrics[output_check.METRIC] = output_check.record(model, dataset.input_shape)
@@ -134,6 +146,14 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
             torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, buffer)
             metrics[WEIGHTS] = buffer.getvalue()
     return metrics
+
+
+def _rung(spec: SearchSpec, epochs: int | None, checkpoint: bytes | None) -> Rung | None:
+    if epochs is None:
+        return None
+    assert spec.early_stopping is not None and spec.early_stopping.max_epochs is not None
+    state = None if checkpoint is None else torch.load(io.BytesIO(checkpoint), weights_only=True)
+    return Rung(epochs, spec.early_stopping.max_epochs, state)
 
 
 def _device(spec: SearchSpec) -> torch.device:

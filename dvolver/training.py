@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,7 @@ class Fitted:
     steps: int
     best_epoch: int | None = None  # keep_best: the epoch (1-based) whose state was kept
     stopped_early: bool = False  # patience ran out before the last epoch
+    state: dict[str, Any] | None = None  # stopped at `until`: what resumes the run (fit's resume)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class TrainResult:
     train_loss: float
     epochs: int
     train_seconds: float
+    state: dict[str, Any] | None = None  # trained to a rung below the last: what continues the run
 
 
 def use_channels_last(cfg: TrainingSpec, device: torch.device) -> bool:
@@ -137,11 +139,27 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, device: torch.devic
         m.momentum = momentum
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device) -> TrainResult:
-    """Trains every parameter of ``model`` at the spec's learning rate, then measures it."""
+def train(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device,
+          rung: Rung | None = None) -> TrainResult:
+    """Trains every parameter of ``model`` at the spec's learning rate, then measures it. With a
+    ``rung``, only up to its epochs (from its ``resume`` state); the result's ``state`` continues the
+    run (None at the last rung)."""
     start = time.perf_counter()
-    fitted = fit(model, data, cfg, seed, device)
-    return measure(model, data, cfg, device, fitted.train_loss, fitted.epochs, start)
+    if rung is None:
+        fitted = fit(model, data, cfg, seed, device)
+    else:
+        fitted = fit(model, data, cfg, seed, device, epochs=rung.max_epochs, until=rung.epochs, resume=rung.resume)
+    return replace(measure(model, data, cfg, device, fitted.train_loss, fitted.epochs, start), state=fitted.state)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rung of a candidate's training: up to `epochs` of a run scheduled over `max_epochs`, continuing
+    from `resume` (the state the rung before returned; None at the first)."""
+
+    epochs: int
+    max_epochs: int
+    resume: dict[str, Any] | None = None
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
@@ -184,7 +202,8 @@ _DEVICE_RESIDENT_BYTES = 2 * 2**30
 
 def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: torch.device, *,
         param_groups: list[dict[str, Any]] | None = None, penalty: Callable[[], torch.Tensor] | None = None,
-        epochs: int | None = None, lr_scale: float = 1.0, keep_best: bool = False) -> Fitted:
+        epochs: int | None = None, lr_scale: float = 1.0, keep_best: bool = False,
+        until: int | None = None, resume: dict[str, Any] | None = None) -> Fitted:
     """The training loop every method shares.
 
     ``param_groups``: SGD groups, each with its own peak ``lr`` (default: every parameter at
@@ -192,6 +211,10 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
     step (the pruning budget). ``keep_best``: measure validation accuracy after each epoch and
     restore the best state at the end (early stopping, as the mask-learning methods use); with
     ``cfg.patience``, training also stops once that many epochs have passed without a new best.
+
+    ``until``: stop after that many of the ``epochs`` (a rung of early stopping), the schedule still
+    spanning all ``epochs``; the returned ``state`` continues the run where it stopped when passed back
+    as ``resume``, so that rungs trained one after the other are one continuous run, bit for bit.
     """
     channels_last = use_channels_last(cfg, device)
     place(model, device, channels_last)
@@ -218,7 +241,9 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     loss_sum, seen, ran, stopped_early = 0.0, 0, 0, False
-    for epoch in range(epochs):
+    if resume is not None:
+        ran = _resume(resume, model, optimizer, scheduler, scaler, generator)
+    for epoch in range(ran, epochs if until is None else until):
         model.train()
         order = torch.randperm(len(x_train), generator=generator).to(x_train.device)
         epoch_loss, seen = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -246,8 +271,34 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
                 break
     if best is not None:
         model.load_state_dict(best[2])
+    # Taken before the BatchNorm recalibration below, which the continuous run never does mid-way.
+    state = _state(ran, model, optimizer, scheduler, scaler, generator) if ran < epochs and not stopped_early else None
     recalibrate_batchnorm(model, x_train, device, channels_last, cfg.batch_size)
-    return Fitted(loss_sum / max(1, seen), ran, ran * steps_per_epoch, best[1] if best else None, stopped_early)
+    return Fitted(loss_sum / max(1, seen), ran, ran * steps_per_epoch, best[1] if best else None, stopped_early,
+                  state)
+
+
+def _state(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+           generator: torch.Generator) -> dict[str, Any]:
+    """Everything the rest of the run depends on: weights and buffers, the optimizer's momenta, the
+    schedule's position and both random streams."""
+    return {"epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+
+def _resume(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+            generator: torch.Generator) -> int:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"])
 
 
 def training_split(data: Dataset, cfg: TrainingSpec) -> tuple[torch.Tensor, torch.Tensor]:
