@@ -15,7 +15,7 @@ import numpy as np
 
 from search_spaces import Genome
 
-STATUSES = ("finished", "failed", "infeasible")
+STATUSES = ("finished", "failed", "infeasible", "stopped")
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,17 @@ class Told:
     F: (n, m) minimised objectives; +inf for an objective the candidate has no value for (its
        evaluation failed, or it was rejected on a cheap constraint before training).
     G: (n,) constraint violation, > 0 infeasible; +inf for a failed evaluation.
-    status: per row, "finished", "failed" (its evaluation raised) or "infeasible" (it broke a
-       cheap constraint and was never trained).
+    status: per row, "finished", "failed" (its evaluation raised), "infeasible" (it broke a
+       cheap constraint and was never trained) or "stopped" (early stopping ended its training at a
+       rung below the last: its accuracy in F is the one it reached there).
+    fidelity: (n,) the share of a full training each row's values come from: 1 for a finished
+       candidate, epochs / max_epochs for a stopped one. None: every row is full fidelity.
     """
 
     F: np.ndarray
     G: np.ndarray
     status: tuple[str, ...]
+    fidelity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         F = np.asarray(self.F, dtype=float)
@@ -43,15 +47,24 @@ class Told:
             raise ValueError(f"Told: unknown status {sorted(unknown)}; choose among {', '.join(STATUSES)}")
         if np.isnan(F).any() or np.isnan(G).any():
             raise ValueError("Told: NaN in F or G; tell +inf for a value that was never measured")
+        fidelity = np.ones(len(F)) if self.fidelity is None else np.asarray(self.fidelity, dtype=float).reshape(-1)
+        if len(fidelity) != len(F) or not ((fidelity > 0) & (fidelity <= 1)).all():
+            raise ValueError(f"Told: fidelity must hold one value in (0, 1] per row, got {fidelity}")
         object.__setattr__(self, "F", F)
         object.__setattr__(self, "G", G)
         object.__setattr__(self, "status", status)
+        object.__setattr__(self, "fidelity", fidelity)
 
     @classmethod
     def finished(cls, F: np.ndarray, G: np.ndarray | None = None) -> Told:
         """Every row measured (a table lookup, a test): G defaults to no violation."""
         F = np.asarray(F, dtype=float)
         return cls(F, np.zeros(len(F)) if G is None else G, ("finished",) * len(F))
+
+    @property
+    def full(self) -> np.ndarray:
+        """Rows whose values come from a full training: the ones a front may hold."""
+        return self.fidelity >= 1
 
     @property
     def measured(self) -> np.ndarray:

@@ -66,7 +66,7 @@ def _floats(flag: str, text: str) -> list[float]:
 
 
 def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None = None,
-               budgets: str | None = None, **flags: Any) -> dict[str, Any]:
+               budgets: str | None = None, early_stopping: str | None = None, **flags: Any) -> dict[str, Any]:
     """The spec file's fields, overridden by the flags given on the command line."""
     values: dict[str, Any] = {}
     if spec_file is not None:
@@ -82,12 +82,27 @@ def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None
         values.setdefault("pruning", {})["methods"] = [m.strip() for m in prune.split(",") if m.strip()]
     if budgets is not None:
         values.setdefault("pruning", {})["budgets"] = _floats("budgets", budgets)
+    if early_stopping is not None:
+        values["early_stopping"] = _early_stopping(early_stopping)
     for flag, path in FLAG_FIELDS.items():
         if flags[flag] is not None:
             target = values
             for part in path[:-1]:
                 target = target.setdefault(part, {})
             target[path[-1]] = flags[flag]
+    return values
+
+
+def _early_stopping(text: str) -> dict[str, Any]:
+    """--early-stopping METHOD[,min_epochs=N][,eta=N][,max_epochs=N], e.g. 'asha' or 'sha,eta=2'."""
+    method, *rest = [part.strip() for part in text.split(",")]
+    values: dict[str, Any] = {"method": method}
+    for part in rest:
+        name, _, number = part.partition("=")
+        if name not in ("min_epochs", "eta", "max_epochs") or not number.strip().lstrip("-").isdigit():
+            raise DvolverError(f"--early-stopping: cannot read {part!r}; give METHOD then any of min_epochs=N, eta=N, "
+                               "max_epochs=N, comma-separated, e.g. 'sha,min_epochs=1,eta=3'")
+        values[name] = int(number)
     return values
 
 
@@ -105,6 +120,8 @@ def search(
     batch: int = typer.Option(None, help="surrogate: candidates trained at a time after the first population; "
                               "a multiple of --workers keeps them busy [population // 4]"),
     evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [40]"),
+    early_stopping: str = typer.Option(None, help="train in rungs and stop the hopeless early: sha or asha, then any "
+                                       "of min_epochs=N, eta=N, max_epochs=N, e.g. 'asha,eta=3' [off]"),
     time_limit: float = typer.Option(None, help="seconds: once past, ask no new candidate, finish those in flight, "
                                      "and record that the limit was hit (the front then depends on the machine)"),
     epochs: int = typer.Option(None, help="proxy training epochs per candidate [5]"),

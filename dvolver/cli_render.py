@@ -38,13 +38,22 @@ class LiveProgress:
 
     def __init__(self, budget: int) -> None:
         self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("evaluations  front {task.fields[front]}  HV {task.fields[hv]}"),
+                            TextColumn("evaluations  front {task.fields[front]}  HV {task.fields[hv]}"
+                                       "{task.fields[epochs]}"),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err)
-        self.task = self.bar.add_task("search", total=budget, front=0, hv="-")
+        self.task = self.bar.add_task("search", total=budget, front=0, hv="-", epochs="")
 
     def __call__(self, p: RunProgress) -> None:
         hv = "-" if p.hypervolume is None else f"{p.hypervolume:.4f}"
-        self.bar.update(self.task, completed=p.evaluations, front=p.front_size, hv=hv)
+        self.bar.update(self.task, completed=p.evaluations, front=p.front_size, hv=hv, epochs=epochs_line(p))
+
+
+def epochs_line(p: RunProgress | RunStats) -> str:
+    """With early stopping: the epochs trained against what full training of the same candidates costs."""
+    if not p.stopped and p.training_epochs >= p.full_fidelity_epochs:
+        return ""
+    return (f"  epochs {p.training_epochs}/{p.full_fidelity_epochs} "
+            f"({p.training_epochs / max(1, p.full_fidelity_epochs):.0%}, {p.stopped} stopped early)")
 
 
 def write_plot(res: SearchResult, plot: Path | None) -> None:
@@ -145,4 +154,4 @@ def print_run_summary(stats: RunStats) -> None:
               f"store, {stats.infeasible} rejected on cheap constraints, {stats.failed} failed) in "
               f"{stats.wall_seconds or 0:.1f} s; worker utilisation "
               f"{'-' if util is None else f'{util:.0%}'} over {stats.workers} worker(s); driver CPU "
-              f"{stats.driver_cpu_seconds_per_evaluation:.3f} s per evaluation", highlight=False)
+              f"{stats.driver_cpu_seconds_per_evaluation:.3f} s per evaluation{epochs_line(stats)}", highlight=False)

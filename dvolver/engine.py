@@ -26,6 +26,7 @@ from search_spaces import Genome, genome_key
 from .algorithms import make_algorithm
 from .ask_tell import Told
 from .cheap import CheapCounts
+from .climbs import Climbs
 from .dispatch import Dispatcher, OverlapWindow, Work
 from .errors import DvolverError, LeaseLost
 from .evaluation import WEIGHTS
@@ -90,16 +91,21 @@ class SearchLoop:
         self.spec, self.space = self.search.spec, self.search.space
         self.stopped: str | None = None
         self.journal = AskJournal(store, search_id, self.key, self.search.versions)
-        self.stored: dict[str, Candidate] = {c.key: c for c in store.candidates(search_id)
+        earlier = store.candidates(search_id)
+        self.stored: dict[str, Candidate] = {c.key: c for c in earlier
                                              if c.status in FINAL_STATUSES}  # final results of earlier passes
         self.met: dict[str, Candidate] = {}  # the results this pass has met, in the order met
         self.front = FrontTracker(self.spec)
         self.progress = Progress(0, self.spec.evaluations, 0, None)
-        self.dispatcher = Dispatcher(executor, self.spec, self.search.dataset)
+        es = self.spec.early_stopping
+        self.dispatcher = Dispatcher(executor, self.spec, self.search.dataset, ordered=bool(es and es.active))
+        self.climbs = (Climbs(store, search_id, self.spec, self.dispatcher, self._accept, earlier)
+                       if es and es.active else None)
         self.cheap = CheapCounts(self.spec, self.key, self.search.input_shape, self.search.num_classes)
         # What the driver itself spends (asking, counting costs, recording): this process's CPU time less
         # the evaluations that ran inside it (the inline executor's).
         self.started, self.started_cpu = time.perf_counter(), time.process_time()
+        self.full_epochs = es.max_epochs if es is not None and es.max_epochs else self.spec.training.epochs
         self.time_limit_hit = False
 
     def key(self, genome: Genome) -> str:
@@ -146,7 +152,7 @@ class SearchLoop:
         self._publish()
 
     def _budget_left(self) -> int:
-        return self.spec.evaluations - self.progress.evaluations - len(self.dispatcher)
+        return self.spec.evaluations - self.progress.evaluations - len(self.climbs or self.dispatcher)
 
     def evaluate(self, genomes: list[Genome]) -> int:
         """Scores what is new in one ask: reused, rejected on cheap constraints, or sent to a worker.
@@ -156,14 +162,18 @@ class SearchLoop:
         is looked up is the cell the algorithm chose.
         """
         spec = self.spec
-        batch: list[Work] = []
+        batch: list[tuple[Work, dict[str, float]]] = []
         added = 0
         for genome in genomes:
             key = self.key(genome)
-            if key in self.met or key in self.dispatcher or any(key == w.key for w in batch):
+            if (key in self.met or key in self.dispatcher or key in (self.climbs or ())
+                    or any(key == w.key for w, _ in batch)):
                 continue
-            if key in self.stored:
-                self._accept(self.stored[key], reused=True)
+            stored = self.stored.get(key)
+            # With early stopping a stored candidate goes up its rungs again, answered from the store, so that
+            # the rungs see every result in the order they first did.
+            if stored is not None and (self.climbs is None or stored.status == "infeasible"):
+                self._accept(stored, reused=True)
                 added += 1
                 continue
             cheap, cheap_values = self.cheap.metrics(genome), self.cheap.objectives(genome)
@@ -172,16 +182,22 @@ class SearchLoop:
                 continue
             if self._budget_left() - len(batch) <= 0:
                 continue
-            self.store.record(self.search_id, key, genome, "pending", cheap_values, cheap)
-            batch.append(Work(key, genome, cheap))
-        if batch:
-            self.dispatcher.send(batch)
+            if stored is None:
+                self.store.record(self.search_id, key, genome, "pending", cheap_values, cheap)
+            batch.append((Work(key, genome, cheap), cheap_values))
+        if self.climbs is not None:
+            self.climbs.start(batch, self.journal.asks)
+        elif batch:
+            self.dispatcher.send([w for w, _ in batch])
         return added + len(batch)
 
     def wait_for(self, keys: set[str]) -> None:
         """Records results as they arrive, from any batch in flight, until none of `keys` is in flight."""
         for work, outcome in self.dispatcher.results(keys, tick=self._check_stop):
-            self._record(work, outcome)
+            if self.climbs is not None:
+                self.climbs.on_result(work, outcome)
+            else:
+                self._record(work, outcome)
 
     def _out_of_time(self) -> bool:
         """Past the spec's time limit, once at least one batch is out (as Optuna's timeout runs one trial)."""
@@ -222,6 +238,9 @@ class SearchLoop:
         else:
             p.evaluations += 1
             p.failed += record.status == "failed"
+            p.stopped += record.status == "stopped"
+            p.training_epochs += epochs_trained(record, self.full_epochs)
+            p.full_fidelity_epochs += self.full_epochs
             if reused:
                 p.reused += 1
             else:
@@ -260,6 +279,7 @@ class SearchLoop:
             data_fingerprint=self.search.fingerprint, input_shape=self.search.input_shape,
             num_classes=self.search.num_classes, stopped_early=self.stopped, evaluations=p.evaluations,
             budget=p.budget, trained=p.trained, reused=p.reused, infeasible=p.infeasible, failed=p.failed,
+            stopped=p.stopped, training_epochs=p.training_epochs, full_fidelity_epochs=p.full_fidelity_epochs,
             front_size=p.front_size, hypervolume=p.hypervolume, hypervolume_history=self.front.history,
             hypervolume_box=None if box is None else [b.tolist() for b in box], workers=d.executor.slots,
             busy_seconds={w: round(s, 3) for w, s in d.busy.items()},
@@ -269,13 +289,26 @@ class SearchLoop:
             time_limit_hit=self.time_limit_hit)
 
 
+def epochs_trained(record: Candidate, full: int) -> int:
+    """The epochs a final candidate trained: its rungs' for one stopped early or failed on the way, else
+    its own count (a table row, which has none, stands for a full training)."""
+    rungs = record.metrics.get("rungs")
+    if record.status == "failed":
+        return int(rungs[-1][0]) if rungs else int(record.metrics.get("epochs") or 0)
+    return int(record.metrics.get("epochs") or full)
+
+
 def told(records: list[Candidate], spec: SearchSpec) -> Told:
     """What the algorithm is told of these final records: +inf for what was never measured (a NaN, as a
     table row may hold, counts as never measured)."""
     F = [[OBJECTIVES[o].minimised(r.objectives[o]) if o in r.objectives and r.objectives[o] == r.objectives[o]
           else np.inf for o in spec.objectives] for r in records]
     G = [np.inf if r.status == "failed" else violation(spec.constraints, r.objectives) for r in records]
-    return Told(np.array(F, dtype=float), np.array(G, dtype=float), tuple(r.status for r in records))
+    es = spec.early_stopping
+    fidelity = [min(1.0, r.metrics["epochs"] / es.max_epochs) if r.status == "stopped" and es and es.max_epochs
+                else 1.0 for r in records]
+    return Told(np.array(F, dtype=float), np.array(G, dtype=float), tuple(r.status for r in records),
+                np.array(fidelity))
 
 
 def run(store: Store, search_id: int, executor: Executor,

@@ -115,9 +115,16 @@ class _Retrying:
 
     def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
                      ) -> Iterator[tuple[Any, Outcome]]:
-        """`tick` is called about once a second while waiting: a caller may raise from it to stop."""
-        tasks = {task.attempt: task for task in handles}
-        while tasks:
+        """`tick` is called about once a second while waiting: a caller may raise from it to stop. Handles
+        appended to a list `handles` meanwhile are waited on too."""
+        handles = handles if isinstance(handles, list) else list(handles)
+        tasks: dict[Any, _Task] = {}
+        joined = 0
+        while True:
+            tasks.update((task.attempt, task) for task in handles[joined:])
+            joined = len(handles)
+            if not tasks:
+                break
             if tick:
                 tick()
             lost: list[_Task] = []
@@ -179,7 +186,7 @@ class InlineExecutor:
 
     def as_completed(self, handles: Iterable[Any], tick: Callable[[], None] | None = None
                      ) -> Iterator[tuple[Any, Outcome]]:
-        for handle in handles:
+        for handle in handles:  # a list that grows meanwhile: its new handles run in their turn
             if tick:
                 tick()
             yield handle, timed_call(handle.fn, *handle.args)

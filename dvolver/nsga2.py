@@ -71,7 +71,10 @@ class NSGA2:
         if [tuple(g) for g in genomes] != [tuple(int(v) for v in x) for x in pop.get("X")]:
             raise ValueError("NSGA2.tell: the genomes told are not the oldest ask's; tell asks in the order made")
         F = np.where(np.isfinite(told.F), told.F, _NOT_MEASURED)
-        G = np.where(np.isfinite(told.G), told.G, _FAILED_VIOLATION)[:, None]
+        G = np.where(np.isfinite(told.G), told.G, _FAILED_VIOLATION)
+        # A candidate stopped early ranks behind every full-fidelity one (pymoo puts any violation behind
+        # none), and the further it trained the better: its accuracy is not comparable to theirs.
+        G = np.where(told.full, G, np.maximum(G, 1.0 - told.fidelity))[:, None]
         Evaluator().eval(StaticProblem(self._problem, F=F, G=G), pop)
         self._algorithm.tell(infills=pop)
 

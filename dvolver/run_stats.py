@@ -22,6 +22,9 @@ class Progress:
     reused: int = 0
     infeasible: int = 0
     failed: int = 0
+    stopped: int = 0  # early stopping: candidates stopped at a rung below the last
+    training_epochs: int = 0  # epochs the evaluated candidates trained, rungs summed
+    full_fidelity_epochs: int = 0  # what they would have trained without early stopping
 
 
 @dataclass
@@ -40,6 +43,9 @@ class RunStats:
     reused: int = 0
     infeasible: int = 0
     failed: int = 0
+    stopped: int = 0
+    training_epochs: int = 0  # epochs the evaluated candidates trained (in table mode, looked up)
+    full_fidelity_epochs: int = 0  # epochs they would have trained to full fidelity, each max_epochs
     front_size: int = 0
     hypervolume: float | None = None
     # [evaluations, hypervolume] at each measure: after every tell, and once at the end

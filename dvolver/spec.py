@@ -22,9 +22,10 @@ from .algorithms import ALGORITHM_NAMES, ALGORITHMS
 from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
 from .pruning import registry as methods_registry
-from .training_spec import FINITE, JsonNumbers, ResourcesSpec, TrainingSpec
+from .rungs import rung_epochs
+from .training_spec import FINITE, EarlyStoppingSpec, JsonNumbers, ResourcesSpec, TrainingSpec
 
-__all__ = ["ALGORITHM_NAMES", "PruningSpec", "ResourcesSpec", "SearchSpec", "TrainingSpec",
+__all__ = ["ALGORITHM_NAMES", "EarlyStoppingSpec", "PruningSpec", "ResourcesSpec", "SearchSpec", "TrainingSpec",
            "describe_validation_error"]
 
 
@@ -155,6 +156,9 @@ class SearchSpec(JsonNumbers):
         "front"))
     pruning: PruningSpec | None = Field(None, description="search a pruning genome too (see METHODS.md)")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    early_stopping: EarlyStoppingSpec | None = Field(None, description=(
+        "train candidates in rungs and stop the hopeless ones early (successive halving on Pareto standing); "
+        "null: every candidate trains training.epochs"))
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     seed: int = Field(0, ge=0, lt=2**32)
 
@@ -212,7 +216,37 @@ class SearchSpec(JsonNumbers):
             stoppable = ", ".join(n for n, m in methods_registry.METHODS.items() if m.keeps_best)
             raise ValueError(f"training.patience: only pruning methods that keep their best epoch ({stoppable}) "
                              "stop early, and this search runs none; drop patience or prune with one of them")
+        if self.early_stopping is not None and self.early_stopping.active and self.pruning is not None:
+            raise ValueError("early_stopping: pruning methods train in their own loops, which do not stop at rungs; "
+                             "drop early_stopping or the pruning")
         return self
+
+    def _check_early_stopping(self, curve_epochs: tuple[int, ...] | None) -> None:
+        """`curve_epochs`: in table mode, the epochs the table has accuracies for (its learning curves)."""
+        es = self.early_stopping
+        if es is None:
+            return
+        if es.max_epochs is None:
+            es.max_epochs = curve_epochs[-1] if curve_epochs else self.training.epochs
+        if es.min_epochs > es.max_epochs:
+            raise ValueError(f"early_stopping.min_epochs: {es.min_epochs} is more than max_epochs {es.max_epochs}; "
+                             "the first rung cannot train longer than a full candidate")
+        if not es.active:
+            return
+        if es.min_epochs == es.max_epochs:
+            raise ValueError(f"early_stopping.min_epochs: {es.min_epochs} equals max_epochs, so there is one rung "
+                             "and nothing to stop early; lower min_epochs or use method none")
+        if curve_epochs is None:
+            return
+        missing = [e for e in rung_epochs(es) if e not in curve_epochs]
+        if not curve_epochs:
+            raise ValueError("early_stopping: the table has no learning curves (acc_epoch_<E> columns, the accuracy "
+                             "after E epochs), so a rung's accuracy cannot be looked up; drop early_stopping or use "
+                             "a table with them")
+        if missing:
+            raise ValueError(f"early_stopping: the rungs train {', '.join(map(str, rung_epochs(es)))} epochs and the "
+                             f"table has no accuracy after {', '.join(map(str, missing))}; its learning curves "
+                             f"cover epochs {_span(curve_epochs)}: choose min_epochs, eta and max_epochs among them")
 
     @field_validator("space")
     @classmethod
@@ -237,6 +271,7 @@ class SearchSpec(JsonNumbers):
         self._check_pruning(options)
         if info.context and info.context.get("stored"):
             return self  # checked when it was stored; its files are only needed to run it
+        curve_epochs = None
         table = options.get("table")
         if table is not None:
             path = Path(table).expanduser()
@@ -244,7 +279,7 @@ class SearchSpec(JsonNumbers):
                 raise ValueError(f"table {table!r} does not exist")
             options["table"] = str(path.resolve())
             try:
-                search_spaces.make_space(self.space, options)
+                curve_epochs = search_spaces.make_space(self.space, options).table.curve_epochs
             except ValueError as exc:
                 raise ValueError(f"table {table!r} cannot be used: {exc}") from None
             extra = [o for o in self.objectives if o not in TABLE_OBJECTIVES]
@@ -265,6 +300,7 @@ class SearchSpec(JsonNumbers):
             if self.dataset != "digits":
                 self.dataset = str(Path(self.dataset).expanduser().resolve())
         self.space_options = options
+        self._check_early_stopping(curve_epochs)
         return self
 
     def _check_pruning(self, options: dict[str, Any]) -> None:
@@ -330,6 +366,10 @@ def _check_backbone(method: str, backbone: str) -> None:
         check(method, build_backbone(backbone, (1, 8, 8), 10))
     except methods_registry.PruningError as exc:
         raise ValueError(str(exc)) from None
+
+
+def _span(epochs: tuple[int, ...]) -> str:
+    return ", ".join(map(str, epochs)) if len(epochs) <= 6 else f"{epochs[0]}, {epochs[1]}, ... {epochs[-1]}"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

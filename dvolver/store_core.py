@@ -36,7 +36,7 @@ from .errors import ConflictError, DvolverError, LeaseLost, LimitError, NotFound
 # Searches are queued, running, interrupted, cancelled, finished or failed; only queued and running
 # ones may still change by themselves. A candidate is pending while a worker has it; its other
 # statuses are final.
-FINAL_STATUSES = ("finished", "failed", "infeasible")
+FINAL_STATUSES = ("finished", "failed", "infeasible", "stopped")
 ACTIVE_SEARCH_STATUSES = ("queued", "running")
 RESUMABLE_STATUSES = ("interrupted", "failed", "cancelled")
 SEARCH_STATUSES = (*ACTIVE_SEARCH_STATUSES, "finished", *RESUMABLE_STATUSES)

@@ -57,6 +57,7 @@ class SurrogateSearch:
         self.F = np.empty((0, n_objectives))
         self.G = np.empty(0)
         self.measured = np.empty(0, dtype=bool)  # a value for every objective (Told.measured)
+        self.fidelity = np.empty(0)  # the share of a full training each row's values come from
         self._asks = self._tells = 0
 
     def ask(self) -> list[Genome]:
@@ -87,6 +88,7 @@ class SurrogateSearch:
         self.F = np.vstack([self.F, told.F.reshape(len(genomes), self.m)])
         self.G = np.concatenate([self.G, told.G])
         self.measured = np.concatenate([self.measured, told.measured])
+        self.fidelity = np.concatenate([self.fidelity, told.fidelity])
 
     # --- the pool -------------------------------------------------------------------------------
 
@@ -119,7 +121,7 @@ class SurrogateSearch:
 
     def _parents(self) -> list[Genome]:
         """The feasible front and the fronts behind it, until they hold a batch's worth of networks."""
-        rows = np.flatnonzero(self.measured & (self.G <= 0))
+        rows = np.flatnonzero(self._comparable() & (self.G <= 0))
         chosen: list[int] = []
         want = max(self.batch, 10)
         while len(rows) and len(chosen) < want:
@@ -127,6 +129,11 @@ class SurrogateSearch:
             chosen += rows[mask].tolist()
             rows = rows[~mask]
         return [self.genomes[i] for i in chosen]
+
+    def _comparable(self) -> np.ndarray:
+        """Rows a front is made of: measured at full fidelity, or every measured row while none is."""
+        full = self.measured & (self.fidelity >= 1)
+        return full if full.any() else self.measured
 
     def _mutant(self, parents: list[Genome]) -> Genome:
         genome = list(parents[self.rng.integers(len(parents))])
@@ -173,7 +180,7 @@ class SurrogateSearch:
     def _select(self, pool: list[Genome], known: np.ndarray) -> list[Genome]:
         mean, spread = self._predict(pool, known)
         valid = self.measured
-        feasible = valid & (self.G <= 0)
+        feasible = self._comparable() & (self.G <= 0)
         front = self.F[feasible] if feasible.any() else self.F[valid]
         front = front[non_dominated(front)]
         # The reference point lies past the worst of everything seen, not just past the front: a more
@@ -200,6 +207,12 @@ class SurrogateSearch:
         valid = self.measured
         X_seen = self._features([self.genomes[i] for i in np.flatnonzero(valid)])
         X_pool = self._features(pool)
+        if (self.fidelity[valid] < 1).any():
+            # Accuracies after a few epochs and after full training are not one number: fidelity is an input,
+            # and the pool is predicted at full fidelity. (Without stopped rows the column would be constant,
+            # and only shift the trees' random draws.)
+            X_seen = np.column_stack([X_seen, self.fidelity[valid]])
+            X_pool = np.column_stack([X_pool, np.ones(len(X_pool))])
         for j in np.flatnonzero(missing.any(axis=0)):
             mu, sd = _forest(X_seen, self.F[valid, j], X_pool, int(self.rng.integers(2**31)))
             mean[missing[:, j], j] = mu[missing[:, j]]

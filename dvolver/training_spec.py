@@ -67,3 +67,24 @@ class ResourcesSpec(JsonNumbers):
 
     cpus_per_eval: int = Field(1, ge=1, le=256, description="CPU cores and torch threads per evaluation")
     gpus_per_eval: float = Field(0.0, ge=0, le=16, description="GPUs per evaluation, fractions allowed")
+
+
+class EarlyStoppingSpec(JsonNumbers):
+    """Successive halving inside the search: candidates train in rungs of min_epochs, min_epochs x eta, ...
+    up to max_epochs, and only the best 1/eta of each rung (by Pareto standing on the rung's accuracy and
+    the counted costs) train on."""
+
+    model_config = FINITE
+
+    method: Literal["none", "sha", "asha"] = Field("sha", description=(
+        "sha: each ask's candidates go up the rungs together, the best 1/eta at each; asha: a candidate goes on "
+        "as soon as its rung result is among the best 1/eta of that rung so far; none: full training for all"))
+    min_epochs: int = Field(1, ge=1, le=1000, description="epochs of the first rung")
+    eta: int = Field(3, ge=2, le=100, description="each rung trains eta times the epochs of the one before, "
+                                                  "and keeps 1/eta of its candidates")
+    max_epochs: int | None = Field(None, ge=1, le=1000, description=(
+        "epochs of a full-fidelity candidate, the last rung; default training.epochs"))
+
+    @property
+    def active(self) -> bool:
+        return self.method != "none"

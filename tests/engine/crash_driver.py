@@ -10,6 +10,8 @@ is changed; the process is simply killed, as `kill -9` would.
 - store:n      inside the transaction that records the n-th finished result, flushed, not committed
 - committed:n  just after the n-th finished result is committed
 - reused:n     as a resume answers the n-th finished candidate from the store (during the replay)
+- rung:n       just after the n-th rung result below the last is committed (early stopping: a candidate
+               is between two rungs, its checkpoint in the store)
 
 Each training that completes appends its genome to TRAINING_LOG, so a test can count trainings.
 """
@@ -32,7 +34,7 @@ from dvolver.store import CandidateRow
 MOMENT, _, NTH = os.environ.get("CRASH_AT", "").partition(":")
 # Read here, not in the evaluation: a Ray worker runs a copy of the evaluation without this environment.
 TRAINING_LOG = os.environ["TRAINING_LOG"]
-counts = {"evaluate": 0, "store": 0, "committed": 0, "reused": 0}
+counts = {"evaluate": 0, "store": 0, "committed": 0, "reused": 0, "rung": 0}
 
 
 def _reached(moment: str) -> None:
@@ -68,8 +70,11 @@ engine.SearchLoop._accept = _counted_accept
 
 @event.listens_for(Session, "before_flush")
 def _before_flush(session, _context, _instances):
-    if any(isinstance(o, CandidateRow) and o.status == "finished" for o in (*session.new, *session.dirty)):
+    rows = [o for o in (*session.new, *session.dirty) if isinstance(o, CandidateRow)]
+    if any(o.status == "finished" for o in rows):
         session.info["records_result"] = "flushing"
+    if any(o.status == "pending" and (o.metrics or {}).get("rungs") for o in rows):
+        session.info["records_rung"] = True
 
 
 @event.listens_for(Session, "after_flush")
@@ -83,6 +88,8 @@ def _after_flush(session, _context):
 def _after_commit(session):
     if session.info.pop("records_result", False):
         _reached("committed")
+    if session.info.pop("records_rung", False):
+        _reached("rung")
 
 
 if __name__ == "__main__":
