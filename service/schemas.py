@@ -22,6 +22,9 @@ class Progress(BaseModel):
         "the front's hypervolume normalised by the range of this search's own first generation (reference 1.1 "
         "in each objective): it follows one search's progress, but two searches' values are on different "
         "scales; compare searches with shared_hypervolume"))
+    training_epochs: int = Field(0, description="epochs the evaluated candidates trained, rungs summed")
+    full_fidelity_epochs: int = Field(0, description=(
+        "epochs the same candidates would have trained without early stopping"))
 
 
 class SharedHypervolume(BaseModel):
@@ -98,6 +101,9 @@ class CandidateOut(BaseModel):
     seconds: float | None
     error: str | None
     on_front: bool
+    rung: int | None = Field(None, description=(
+        "early stopping: the rungs the candidate trained (1-based; equal to rungs at full fidelity)"))
+    rungs: int | None = Field(None, description="early stopping: the search's number of rungs")
 
 
 class CandidateDetail(CandidateOut):

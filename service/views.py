@@ -289,7 +289,9 @@ def summary(search: Search, shared: schemas.SharedHypervolume | None = None) -> 
         id=search.id, name=search.name, owner=search.owner, status=search.status, space=spec["space"],
         dataset=_dataset(spec), objectives=spec["objectives"],
         progress=schemas.Progress(evaluations=stats.evaluations, budget=spec["evaluations"],
-                                  front_size=stats.front_size, hypervolume=finite(stats.hypervolume)),
+                                  front_size=stats.front_size, hypervolume=finite(stats.hypervolume),
+                                  training_epochs=stats.training_epochs,
+                                  full_fidelity_epochs=stats.full_fidelity_epochs),
         shared_hypervolume=shared, created_at=search.created_at, started_at=search.started_at,
         finished_at=search.finished_at, error=search.error)
 
@@ -326,7 +328,8 @@ def detail(search: Search, last_event_id: int, shared: schemas.SharedHypervolume
 def candidate(c: Candidate, front_ids: frozenset[int]) -> schemas.CandidateOut:
     return schemas.CandidateOut(id=c.id, key=c.key, status=c.status, objectives=finite(c.objectives),
                                 metrics=finite(c.metrics), genome=list(c.genome), worker=c.worker,
-                                seconds=c.seconds, error=c.error, on_front=c.id in front_ids)
+                                seconds=c.seconds, error=c.error, on_front=c.id in front_ids,
+                                rung=c.metrics.get("rung"), rungs=c.metrics.get("rungs_total"))
 
 
 def knee(snapshot: Snapshot) -> list[Candidate]:

@@ -537,12 +537,21 @@
         el("dl", { class: "facts" },
           fact("Space", d.space), fact("Dataset", d.dataset), fact("Objectives", (d.objectives || []).join(", ")),
           fact("Owner", d.owner || "—"), fact("Front size", d.progress?.front_size ?? "—"),
+          d.spec?.early_stopping && d.spec.early_stopping.method !== "none"
+            ? fact("Training epochs", epochsText(d.progress)) : null,
           fact("HV (shared ref.)", sharedHv(d.shared_hypervolume, d)),
           fact("HV (own ref.)", el("span", { title: OWN_HV_TITLE }, hv(d.progress?.hypervolume))),
           fact("Created", when(d.created_at)),
           fact("Queued for", duration(t.queued_seconds)), fact("Running for", duration(t.running_seconds)),
           fact("Finished", when(d.finished_at))),
         d.error ? el("p", { class: "error" }, d.error) : null);
+    }
+
+    function epochsText(p) {
+      if (!p || !p.full_fidelity_epochs) return "—";
+      const share = Math.round(100 * p.training_epochs / p.full_fidelity_epochs);
+      return `${p.training_epochs.toLocaleString()} of ${p.full_fidelity_epochs.toLocaleString()} at full fidelity`
+        + ` (${share} %)`;
     }
 
     function renderAxes() {
@@ -791,6 +800,7 @@
         c.worker ? el("span", { class: "muted" }, ` · ${c.worker}`) : null,
         typeof c.seconds === "number" ? el("span", { class: "muted" }, ` · ${duration(c.seconds)}`) : null),
       c.error ? el("p", { class: "error" }, c.error) : null,
+      rungLine(c),
       el("table", { class: "grid compact metrics", id: "candidate-metrics" }, el("tbody", {}, rows)),
       cells.length || architecture.backbone ? el("h3", {}, "Architecture") : null,
       architecture.backbone ? el("p", {}, `Backbone ${architecture.backbone}`) : null,
@@ -803,6 +813,14 @@
         exportLink(format, url, `candidate_${c.id}_${format}`)))) : null,
       el("details", {}, el("summary", {}, "Genome"), el("p", {}, el("code", { class: "wrap" }, c.key)),
         el("p", {}, el("code", { class: "wrap" }, JSON.stringify(c.genome)))));
+  }
+
+  function rungLine(c) {
+    if (typeof c.rung !== "number" || typeof c.rungs !== "number") return null;
+    const epochs = typeof c.metrics?.epochs === "number" ? ` (${c.metrics.epochs} epochs)` : "";
+    const how = c.status === "stopped" ? ": stopped early, so it is not on the front"
+      : c.rung === c.rungs ? ": full fidelity" : "";
+    return el("p", { id: "candidate-rung" }, `Rung ${c.rung} of ${c.rungs}${epochs}${how}`);
   }
 
   function pruningLine(choice, measured) {
