@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .rungs import TIE_BREAK, going_on, rung_epochs
+from . import rungs
+from .rungs import going_on, rung_epochs
 from .training_spec import EarlyStoppingSpec
 
 
@@ -40,8 +41,9 @@ class Climb:
 
 
 class Halving:
-    def __init__(self, es: EarlyStoppingSpec, tie_break: str = TIE_BREAK) -> None:
-        self.method, self.eta, self.tie_break = es.method, es.eta, tie_break
+    def __init__(self, es: EarlyStoppingSpec, tie_break: str | None = None) -> None:
+        # Read when a search starts, so that bench/multi_fidelity.py can compare tie-breaks in one process.
+        self.method, self.eta, self.tie_break = es.method, es.eta, tie_break or rungs.TIE_BREAK
         self.epochs = rung_epochs(es)
         self.climbing: dict[str, Climb] = {}
         self._rungs: list[list[np.ndarray]] = [[] for _ in self.epochs]  # every result at each rung so far
