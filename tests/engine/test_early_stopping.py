@@ -169,3 +169,13 @@ def _write(folder, spec) -> str:
     path = folder / "spec.json"
     path.write_text(json.dumps(spec))
     return str(path)
+
+
+def test_the_service_lists_each_candidates_rung(curve_table, tmp_path):
+    from service.views import candidate
+
+    result = _table_search(curve_table, tmp_path / "listed.db", evaluations=30)
+    listed = [candidate(c, frozenset(f.id for f in result.front)) for c in result.candidates]
+    assert {(c.status, c.rung == c.rungs == 4) for c in listed} == {("stopped", False), ("finished", True)}
+    assert all(c.rung == len(c.metrics["rungs"]) for c in listed)
+    assert not any(c.on_front for c in listed if c.status == "stopped")

@@ -105,6 +105,8 @@ def test_another_owners_search_is_404(service):
     ({"space": "conv4", "space_options": {}, "training": {"epochs": 150},
       "pruning": {"methods": ["magnitude"], "options": {"magnitude": {"finetune_epochs": 100}}}},
      ["body", "pruning", "options", "magnitude", "finetune_epochs"]),
+    ({"early_stopping": {"method": "sha", "eta": 1}}, ["body", "early_stopping", "eta"]),
+    ({"early_stopping": {"method": "hyperband"}}, ["body", "early_stopping", "method"]),
 ])
 def test_an_invalid_or_oversized_spec_is_422_naming_the_field_and_creates_nothing(service, body, field):
     store = service["store"]
@@ -113,6 +115,16 @@ def test_an_invalid_or_oversized_spec_is_422_naming_the_field_and_creates_nothin
                                     headers=_auth(service["alice"]))
     assert response.status_code == 422
     assert field in [d["loc"] for d in response.json()["detail"]]
+    assert store.count_searches() == before
+
+
+def test_early_stopping_longer_than_full_training_is_422_naming_the_field_and_creates_nothing(service):
+    store = service["store"]
+    before = store.count_searches()
+    response = service["http"].post("/searches", json=SMALL | {"early_stopping": {"method": "asha", "min_epochs": 4,
+                                                                                  "max_epochs": 2}},
+                                    headers=_auth(service["alice"]))
+    assert response.status_code == 422 and "early_stopping.min_epochs" in response.text
     assert store.count_searches() == before
 
 
