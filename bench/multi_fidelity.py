@@ -1,22 +1,30 @@
 """Early stopping against full training: the hypervolume of the final front (full-fidelity results only)
 against the training epochs spent, from one run.
 
-    python bench/multi_fidelity.py tables [--tables 5] [--seeds 3]   # learning-curve tables, seconds
-    python bench/multi_fidelity.py digits [--seeds 3]                # NASNet trained on digits, minutes
+    python bench/multi_fidelity.py tables [--tables 5] [--seeds 3] [--moasha /work/st-venv/bin/python]
+    python bench/multi_fidelity.py digits [--seeds 3] [--epochs 5] [--workers 1]   # NASNet on digits, minutes
+    python bench/multi_fidelity.py cifar [--seeds 3] [--epochs 9] [--workers 1]    # on the CIFAR-10 subset
 
 `tables` runs the surrogate search on the learning-curve tables of bench/synthetic_tables.py (never on
 the real table: the constants are chosen here) with full training (27 epochs each) and with sha and
-asha (rungs 1, 3, 9, 27), each tie-break, at the same number of evaluations and at twice as many.
-`digits` trains NASNet on digits with the default proxy (5 epochs, rungs 1, 3, 5), the same spec and
-seeds with and without early stopping. Hypervolumes of one seed share one box: the range of every
-full-fidelity result any of that seed's runs found, with the reference point at 1.1.
+asha (rungs 1, 3, 9, 27), each tie-break, at the same number of evaluations and at twice as many; with
+--moasha, Syne Tune's MOASHA (bench/moasha_peer.py, run by that interpreter) on the same tables, both
+as shipped and with its priority repaired, at as many trials.
+`digits` trains NASNet on digits with the default proxy (5 epochs, rungs 1, 3, 5; --epochs 9 gives
+rungs 1, 3, 9), the same spec and seeds with and without early stopping, at 1x and 2x the evaluations.
+`cifar` trains a small NASNet (4 filters, one cell per stage) on 500 images of the CIFAR-10 subset
+(../shared/data), 9 epochs, 12 evaluations without early stopping against 24 with it.
+Hypervolumes of one seed share one box: the range of every full-fidelity result any of that seed's
+runs found, with the reference point at 1.1.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,16 +39,27 @@ from bench.synthetic_tables import learning_curve_table  # noqa: E402
 from dvolver import run_search  # noqa: E402
 from dvolver.front import minimised  # noqa: E402
 from dvolver.pareto import hypervolume, non_dominated, normalise  # noqa: E402
+from dvolver.spec import EarlyStoppingSpec  # noqa: E402
 
 OBJECTIVES = ["acc", "flops"]
 
 
-def _run(spec: dict, folder: Path, name: str, tie_break: str = "crowding") -> dict:
+def _run(spec: dict, folder: Path, name: str, tie_break: str = "crowding", workers: int = 1) -> dict:
     dvolver.rungs.TIE_BREAK = tie_break
-    result = run_search(spec, db=str(folder / f"{name}.db"), executor="inline", workers=1)
+    result = run_search(spec, db=str(folder / f"{name}.db"), executor="inline" if workers == 1 else "processes",
+                        workers=workers)
     full = [c for c in result.candidates if c.status == "finished"]
     return {"name": name, "points": np.array([minimised(c, OBJECTIVES) for c in full]).reshape(-1, 2),
             "epochs": result.stats.training_epochs, "full_epochs": result.stats.full_fidelity_epochs}
+
+
+def _moasha(python: str, table: Path, trials: int, seed: int, priority: str) -> dict:
+    out = subprocess.run([python, str(Path(__file__).with_name("moasha_peer.py")), str(table), "--trials", str(trials),
+                          "--seed", str(seed), "--priority", priority], capture_output=True, text=True, check=True)
+    peer = json.loads(out.stdout)
+    full = [t for t in peer["trials"] if t["epochs"] == peer["max_t"]]
+    return {"points": np.array([[-t["acc"], t["flops"]] for t in full]).reshape(-1, 2),
+            "epochs": peer["epochs_total"], "full_epochs": trials * peer["max_t"]}
 
 
 def _score(runs: list[dict]) -> None:
@@ -63,7 +82,7 @@ def _report(by_name: dict[str, list[dict]], baseline: str) -> None:
               f"{statistics.mean(epochs):14.3f}")
 
 
-def tables(n_tables: int, seeds: int, evaluations: int) -> None:
+def tables(n_tables: int, seeds: int, evaluations: int, moasha: str | None) -> None:
     by_name: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -83,9 +102,14 @@ def tables(n_tables: int, seeds: int, evaluations: int) -> None:
                     for tie_break in dvolver.rungs.TIE_BREAKS:
                         for factor in (1, 2):
                             name = f"{method} {tie_break} x{factor}"
-                            runs.append(_run(spec | {"evaluations": factor * evaluations,
-                                                     "early_stopping": es | {"method": method}},
-                                             folder, f"{name}-{t}-{seed}".replace(" ", "_"), tie_break) | {"label": name})
+                            stopping = {"evaluations": factor * evaluations, "early_stopping": es | {"method": method}}
+                            run = _run(spec | stopping, folder, f"{name}-{t}-{seed}".replace(" ", "_"), tie_break)
+                            runs.append(run | {"label": name})
+                if moasha:
+                    for priority in ("shipped", "ranked"):
+                        for factor in (1, 2):
+                            runs.append(_moasha(moasha, path, factor * evaluations, seed, priority)
+                                        | {"label": f"MOASHA {priority} x{factor}"})
                 _score(runs)
                 runs[0]["label"] = f"full x1 ({evaluations} evals)"
                 for r in runs:
@@ -94,39 +118,59 @@ def tables(n_tables: int, seeds: int, evaluations: int) -> None:
     _report(by_name, f"full x1 ({evaluations} evals)")
 
 
-def digits(seeds: int, evaluations: int) -> None:
+CIFAR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10_subset.npz"
+CIFAR_SCALE = {"dataset": str(CIFAR), "space_options": {"filters": 4, "cells_per_stage": 1},
+               "training": {"train_limit": 500}, "population": 6}
+
+
+def trained(what: str, seeds: int, evaluations: int, epochs: int, workers: int) -> None:
+    """NASNet trained on digits (the default proxy but for its epochs) or on the CIFAR-10 subset (small)."""
     by_name: dict[str, list[dict]] = {}
+    base = CIFAR_SCALE if what == "cifar" else {}
+    factors = (2,) if what == "cifar" else (1, 2)  # CIFAR trains for minutes: the budget that matched on tables
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for seed in range(seeds):
-            spec = {"objectives": OBJECTIVES, "seed": seed, "evaluations": evaluations}
-            runs = [_run(spec, folder, f"full-{seed}") | {"label": f"full ({evaluations} evals)"}]
+            spec = base | {"objectives": OBJECTIVES, "seed": seed, "evaluations": evaluations,
+                           "training": base.get("training", {}) | {"epochs": epochs, "latency_repeats": 1}}
+            runs = [_run(spec, folder, f"full-{seed}", workers=workers) | {"label": f"full ({evaluations} evals)"}]
             for method in ("sha", "asha"):
-                for factor in (1, 2):
+                for factor in factors:
                     name = f"{method} x{factor}"
-                    runs.append(_run(spec | {"evaluations": factor * evaluations, "early_stopping": {"method": method}},
-                                     folder, f"{method}-{factor}-{seed}") | {"label": name})
+                    stopping = {"evaluations": factor * evaluations, "early_stopping": {"method": method}}
+                    runs.append(_run(spec | stopping, folder, f"{method}-{factor}-{seed}", workers=workers)
+                                | {"label": name})
             _score(runs)
             for r in runs:
                 by_name.setdefault(r["label"], []).append(r)
                 print(f"  seed {seed} {r['label']:<22} HV {r['hv']:.4f}  epochs {r['epochs']}/{r['full_epochs']}",
                       flush=True)
-    print(f"NASNet on digits (validation split), default proxy, {seeds} seeds")
+    print(f"NASNet on {what} (validation split), {epochs} epochs (rungs {', '.join(map(str, _rungs(epochs)))}), "
+          f"{seeds} seeds, {workers} worker(s)")
     _report(by_name, f"full ({evaluations} evals)")
+
+
+def _rungs(epochs: int) -> tuple[int, ...]:
+    return dvolver.rungs.rung_epochs(EarlyStoppingSpec(min_epochs=1, eta=3, max_epochs=epochs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["tables", "digits"])
+    parser.add_argument("what", choices=["tables", "digits", "cifar"])
     parser.add_argument("--tables", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--evaluations", type=int, default=None, help="[tables: 100, digits: 40]")
+    parser.add_argument("--evaluations", type=int, default=None, help="[tables: 100, digits: 40, cifar: 12]")
+    parser.add_argument("--epochs", type=int, default=None, help="digits, cifar: max_epochs [digits 5, cifar 9]")
+    parser.add_argument("--workers", type=int, default=1, help="digits, cifar: worker processes [1]")
+    parser.add_argument("--moasha", help="tables: a Python with syne-tune installed, to run its MOASHA as a peer")
     args = parser.parse_args()
     print(header())
     if args.what == "tables":
-        tables(args.tables, args.seeds, args.evaluations or 100)
+        tables(args.tables, args.seeds, args.evaluations or 100, args.moasha)
+    elif args.what == "digits":
+        trained("digits", args.seeds, args.evaluations or 40, args.epochs or 5, args.workers)
     else:
-        digits(args.seeds, args.evaluations or 40)
+        trained("cifar", args.seeds, args.evaluations or 12, args.epochs or 9, args.workers)
 
 
 if __name__ == "__main__":
