@@ -765,7 +765,8 @@
   // ---------------------------------------------------------------- candidate panel
 
   // Records for the service's own checks, not for reading: the logits every export is held to.
-  const UNSHOWN_METRICS = new Set(["check_outputs"]);
+  // The rung line says these in words.
+  const UNSHOWN_METRICS = new Set(["check_outputs", "rungs", "rung", "rungs_total"]);
 
   function candidateView(c, detail, onClose) {
     const shown = new Set();
@@ -817,10 +818,16 @@
 
   function rungLine(c) {
     if (typeof c.rung !== "number" || typeof c.rungs !== "number") return null;
-    const epochs = typeof c.metrics?.epochs === "number" ? ` (${c.metrics.epochs} epochs)` : "";
+    const e = c.metrics?.epochs;
+    const epochs = typeof e === "number" ? ` (${e} epoch${e === 1 ? "" : "s"})` : "";
     const how = c.status === "stopped" ? ": stopped early, so it is not on the front"
       : c.rung === c.rungs ? ": full fidelity" : "";
-    return el("p", { id: "candidate-rung" }, `Rung ${c.rung} of ${c.rungs}${epochs}${how}`);
+    const curve = (c.metrics?.rungs || []).map(([e, acc]) => `${percent(acc, {})} after ${e} epoch${e === 1 ? "" : "s"}`)
+      .join(", ");
+    return el("div", { id: "candidate-rungs" },
+      el("p", { id: "candidate-rung" }, `Rung ${c.rung} of ${c.rungs}${epochs}${how}`),
+      curve ? el("p", { class: "muted", id: "candidate-curve" }, `Validation accuracy: ${curve}`)
+        : null);
   }
 
   function pruningLine(choice, measured) {

@@ -571,3 +571,40 @@ def test_each_page_fits_its_cards_and_nothing_lies_under_the_candidate_panel(wat
         drawings = page.locator("#candidate-panel svg.cell-drawing")
         assert [drawings.nth(i).evaluate(LABEL_CLASHES) for i in range(drawings.count())] == [[], []]
     assert watched.console_errors == []
+
+
+def test_a_stopped_candidate_shows_its_rung_and_the_search_its_epochs(browser, tmp_path):
+    import csv
+
+    from bench.synthetic_tables import learning_curve_table
+    from dvolver.api import run_search
+
+    table = tmp_path / "curves.csv"
+    rows = learning_curve_table(7)
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    db = str(tmp_path / "es.db")
+    result = run_search({"space": "nb201", "space_options": {"table": str(table)}, "evaluations": 40,
+                         "population": 12, "early_stopping": {"method": "sha"}}, db=db, executor="inline")
+    stopped = next(c for c in result.candidates if c.status == "stopped")
+    stats = result.stats
+    with _serving(db, open_reads=True) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(f"{url}/#/searches/{result.search_id}?candidate={stopped.id}")
+        rung = page.locator("#candidate-rung")
+        epochs = stopped.metrics["epochs"]
+        assert rung.inner_text() == (f"Rung {stopped.metrics['rung']} of 4 ({epochs} epoch{'' if epochs == 1 else 's'})"
+                                     ": stopped early, so it is not on the front")
+        first_epochs, first_acc = stopped.metrics["rungs"][0]
+        assert page.locator("#candidate-curve").inner_text().startswith(
+            f"Validation accuracy: {first_acc:.2f} % after {first_epochs} epoch")
+        assert page.locator("#candidate-panel .badge.status-stopped").inner_text() == "stopped"
+        fact = page.locator("dl.facts div", has_text="Training epochs").locator("dd").inner_text()
+        share = round(100 * stats.training_epochs / stats.full_fidelity_epochs)
+        assert fact == f"{stats.training_epochs:,} of {stats.full_fidelity_epochs:,} at full fidelity ({share} %)"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "early_stopping.png"), full_page=True)
+        page.close()
