@@ -105,7 +105,9 @@ class SearchLoop:
         # What the driver itself spends (asking, counting costs, recording): this process's CPU time less
         # the evaluations that ran inside it (the inline executor's).
         self.started, self.started_cpu = time.perf_counter(), time.process_time()
-        self.full_epochs = es.max_epochs if es is not None and es.max_epochs else self.spec.training.epochs
+        # A full-fidelity candidate's epochs: max_epochs when it trains in rungs (or a table is read at them).
+        stopping = es is not None and es.max_epochs is not None and (es.active or self.spec.table_mode)
+        self.full_epochs = es.max_epochs if stopping else self.spec.training.epochs
         self.time_limit_hit = False
 
     def key(self, genome: Genome) -> str:
@@ -152,7 +154,8 @@ class SearchLoop:
         self._publish()
 
     def _budget_left(self) -> int:
-        return self.spec.evaluations - self.progress.evaluations - len(self.climbs or self.dispatcher)
+        in_progress = len(self.dispatcher) if self.climbs is None else len(self.climbs)  # climbing: between rungs too
+        return self.spec.evaluations - self.progress.evaluations - in_progress
 
     def evaluate(self, genomes: list[Genome]) -> int:
         """Scores what is new in one ask: reused, rejected on cheap constraints, or sent to a worker.
@@ -166,8 +169,8 @@ class SearchLoop:
         added = 0
         for genome in genomes:
             key = self.key(genome)
-            if (key in self.met or key in self.dispatcher or key in (self.climbs or ())
-                    or any(key == w.key for w, _ in batch)):
+            climbing = self.climbs is not None and key in self.climbs
+            if key in self.met or key in self.dispatcher or climbing or any(key == w.key for w, _ in batch):
                 continue
             stored = self.stored.get(key)
             # With early stopping a stored candidate goes up its rungs again, answered from the store, so that
