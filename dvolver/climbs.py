@@ -50,6 +50,12 @@ class Climbs:
         self._work: dict[str, Work] = {}
         self._latest: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {}  # objectives, metrics, row id
 
+    def use_model(self, algorithm: object) -> None:
+        """The surrogate tie-break asks the algorithm's model, where it has one (SurrogateSearch)."""
+        probability = getattr(algorithm, "front_probability", None)
+        if probability is not None:
+            self.halving.chance = lambda keys: probability([self._work[k].genome for k in keys])
+
     def __contains__(self, key: str) -> bool:
         return key in self.halving.climbing
 

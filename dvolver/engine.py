@@ -117,6 +117,8 @@ class SearchLoop:
         spec = self.spec
         algorithm = make_algorithm(spec.algorithm, self.space, self.key, spec.population, len(spec.objectives),
                                    spec.seed, cheap=self.cheap.values, batch=spec.batch)
+        if self.climbs is not None:
+            self.climbs.use_model(algorithm)
         window = OverlapWindow(spec.overlapped)
         idle = 0
         try:

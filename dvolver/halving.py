@@ -15,6 +15,7 @@ in the same order takes the same decisions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,9 +45,11 @@ class Halving:
     def __init__(self, es: EarlyStoppingSpec, tie_break: str | None = None) -> None:
         # Read when a search starts, so that bench/multi_fidelity.py can compare tie-breaks in one process.
         self.method, self.eta, self.tie_break = es.method, es.eta, tie_break or rungs.TIE_BREAK
+        # The surrogate tie-break's model: per key, the chance its full training reaches the front.
+        self.chance: Callable[[list[str]], np.ndarray] | None = None
         self.epochs = rung_epochs(es)
         self.climbing: dict[str, Climb] = {}
-        self._rungs: list[list[np.ndarray]] = [[] for _ in self.epochs]  # every result at each rung so far
+        self._rungs: list[list[tuple[np.ndarray, str]]] = [[] for _ in self.epochs]  # every result at each rung
         self._brackets: dict[int, set[str]] = {}  # sha: who of each ask still climbs
 
     @property
@@ -84,8 +87,11 @@ class Halving:
         """Adds the climbs' results to their rung (they share it), then decides on each."""
         pool = self._rungs[climbs[0].rung]
         rows = list(range(len(pool), len(pool) + len(climbs)))
-        pool += [self._point(c) for c in climbs]
-        going = going_on(np.array(pool), rows, self.eta, self.tie_break)
+        pool += [(self._point(c), c.key) for c in climbs]
+        chance = None
+        if self.tie_break == "surrogate" and self.chance is not None:
+            chance = self.chance([key for _, key in pool])
+        going = going_on(np.array([p for p, _ in pool]), rows, self.eta, self.tie_break, chance)
         decisions = []
         for row, climb in zip(rows, climbs):
             if row in going:

@@ -16,7 +16,7 @@ import numpy as np
 from .pareto import hypervolume, non_dominated
 from .training_spec import EarlyStoppingSpec
 
-TIE_BREAKS = ("crowding", "hypervolume")
+TIE_BREAKS = ("crowding", "hypervolume", "surrogate")
 TIE_BREAK = "crowding"  # chosen on the learning-curve tables (bench/multi_fidelity.py --tables)
 
 
@@ -68,20 +68,27 @@ def hypervolume_contribution(F: np.ndarray) -> np.ndarray:
     return np.array([total - hypervolume(np.delete(X, i, axis=0), reference) for i in range(len(X))])
 
 
-def ranked(F: np.ndarray, tie_break: str = TIE_BREAK) -> list[int]:
+def ranked(F: np.ndarray, tie_break: str = TIE_BREAK, chance: np.ndarray | None = None) -> list[int]:
     """Row indices of F (minimised, accuracy negated in column 0), best first: front by front, each
-    front by its tie-break (larger first), then by accuracy, then in row order."""
+    front by its tie-break (larger first), then by accuracy, then in row order. `surrogate` breaks ties
+    by `chance`, the model's probability per row that the candidate's full training reaches the front
+    (crowding where no model is given)."""
     F = np.asarray(F, dtype=float)
-    score = crowding if tie_break == "crowding" else hypervolume_contribution
     order: list[int] = []
     for front in fronts(F):
-        s = score(F[front]) if len(front) > 1 else np.zeros(1)
+        if len(front) == 1:
+            s = np.zeros(1)
+        elif tie_break == "surrogate" and chance is not None:
+            s = np.asarray(chance, dtype=float)[front]
+        else:
+            s = (hypervolume_contribution if tie_break == "hypervolume" else crowding)(F[front])
         order += front[np.lexsort((front, F[front, 0], -s))].tolist()
     return order
 
 
-def going_on(F: np.ndarray, rows: list[int], eta: int, tie_break: str = TIE_BREAK) -> set[int]:
+def going_on(F: np.ndarray, rows: list[int], eta: int, tie_break: str = TIE_BREAK,
+             chance: np.ndarray | None = None) -> set[int]:
     """Which of `rows` go on: those ranked among the best 1/eta of every result at the rung (F). The
     best result at a rung always goes on, so the first candidates reach full fidelity."""
-    position = {row: i for i, row in enumerate(ranked(F, tie_break))}
+    position = {row: i for i, row in enumerate(ranked(F, tie_break, chance))}
     return {row for row in rows if position[row] < len(F) / eta}

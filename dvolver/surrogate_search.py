@@ -219,6 +219,31 @@ class SurrogateSearch:
             spread[missing[:, j], j] = sd[missing[:, j]]
         return mean, spread
 
+    def front_probability(self, genomes: list[Genome]) -> np.ndarray:
+        """Per genome, the share of the model's trees by which its full-fidelity result would not be
+        dominated by the current full-fidelity front: the chance that training it on pays off.
+
+        Early stopping asks this to break ties at a rung (dvolver.rungs). It draws nothing from `rng`,
+        so asking it leaves the search's own random stream, and so the search, as it was."""
+        known = np.array([self._cheap_of(g).values for g in genomes], dtype=float).reshape(len(genomes), self.m)
+        full = self.measured & (self.fidelity >= 1) & (self.G <= 0)
+        if self.measured.sum() < 2 or not full.any():
+            return np.full(len(genomes), 0.5)
+        front = self.F[full][non_dominated(self.F[full])]
+        valid = self.measured
+        seen = [self.genomes[i] for i in np.flatnonzero(valid)]
+        X_seen = np.column_stack([self._features(seen), self.fidelity[valid]])
+        X_new = np.column_stack([self._features(genomes), np.ones(len(genomes))])
+        trees = np.repeat(known[None], TREES, axis=0)  # (trees, genomes, objectives)
+        for j in np.flatnonzero(np.isnan(known).any(axis=0)):
+            y = self.F[valid, j]
+            values = np.interp(_tree_ranks(X_seen, y, X_new, len(self.F) + j), (np.arange(len(y)) + 0.5) / len(y),
+                               np.sort(y))
+            trees[:, :, j] = np.where(np.isnan(known[:, j]), values, known[:, j])
+        beaten = (front[None, None, :, :] <= trees[:, :, None, :]).all(-1) & (
+            front[None, None, :, :] < trees[:, :, None, :]).any(-1)
+        return 1.0 - beaten.any(axis=2).mean(axis=0)
+
     def _features(self, genomes: list[Genome]) -> np.ndarray:
         """One-hot genes of the canonical form (equivalent networks look alike), set genes as their bits,
         plus the cheap objectives, which say much about accuracy (bigger networks learn more)."""
@@ -246,19 +271,24 @@ def _forest(X: np.ndarray, y: np.ndarray, X_new: np.ndarray, seed: int) -> tuple
     The trees learn ranks, not values: a few broken networks (10 % accuracy) would otherwise make the
     spread largest wherever one was seen, not where a better network is likely. Predictions are
     mapped back through the observed values."""
-    from sklearn.ensemble import ExtraTreesRegressor
-
     order = np.sort(y)
-    ranks = (np.argsort(np.argsort(y, kind="stable"), kind="stable") + 0.5) / len(y)
-    forest = ExtraTreesRegressor(n_estimators=TREES, min_samples_leaf=2, max_features=0.5, bootstrap=True,
-                                 random_state=seed, n_jobs=1)
-    forest.fit(X, ranks)
-    per_tree = np.stack([t.predict(X_new) for t in forest.estimators_])
+    per_tree = _tree_ranks(X, y, X_new, seed)
     mean, spread = per_tree.mean(axis=0), per_tree.std(axis=0)
     grid = (np.arange(len(y)) + 0.5) / len(y)
     value = np.interp(mean, grid, order)
     optimistic = np.interp(mean - KAPPA * spread, grid, order, left=order[0] - (order[-1] - order[0]) / len(y))
     return value, (value - optimistic) / KAPPA if KAPPA > 0 else np.zeros_like(value)
+
+
+def _tree_ranks(X: np.ndarray, y: np.ndarray, X_new: np.ndarray, seed: int) -> np.ndarray:
+    """(trees, rows): each tree's predicted rank of y (in (0, 1)) for the rows of X_new."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    ranks = (np.argsort(np.argsort(y, kind="stable"), kind="stable") + 0.5) / len(y)
+    forest = ExtraTreesRegressor(n_estimators=TREES, min_samples_leaf=2, max_features=0.5, bootstrap=True,
+                                 random_state=seed, n_jobs=1)
+    forest.fit(X, ranks)
+    return np.stack([t.predict(X_new) for t in forest.estimators_])
 
 
 def _greedy_batch(hopeful: np.ndarray, believed: np.ndarray, front: np.ndarray, reference: np.ndarray,

@@ -179,3 +179,23 @@ def test_the_service_lists_each_candidates_rung(curve_table, tmp_path):
     assert {(c.status, c.rung == c.rungs == 4) for c in listed} == {("stopped", False), ("finished", True)}
     assert all(c.rung == len(c.metrics["rungs"]) for c in listed)
     assert not any(c.on_front for c in listed if c.status == "stopped")
+
+
+def test_the_surrogate_tie_break_asks_the_model_and_replays(curve_table, tmp_path, monkeypatch):
+    import dvolver.rungs
+
+    monkeypatch.setattr(dvolver.rungs, "TIE_BREAK", "surrogate")
+    asked = []
+    original = SurrogateSearch.front_probability
+
+    def counted(self, genomes):
+        p = original(self, genomes)
+        asked.append(p)
+        return p
+
+    monkeypatch.setattr(SurrogateSearch, "front_probability", counted)
+    runs = [_table_search(curve_table, tmp_path / f"s{i}.db", evaluations=40) for i in range(2)]
+    assert asked and all(((0 <= p) & (p <= 1)).all() for p in asked)
+    assert any(((0 < p) & (p < 1)).any() for p in asked)  # the model is unsure of some: a real probability
+    a, b = ([(c.key, c.status, c.metrics.get("rungs")) for c in r.candidates] for r in runs)
+    assert a == b
