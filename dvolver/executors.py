@@ -38,6 +38,13 @@ class Outcome:
     node: str | None = None  # the Ray node that ran it
     cpu_seconds: float = 0.0  # CPU time of the process that ran it, while it ran
 
+    def worker_metrics(self) -> dict[str, Any]:
+        """What a candidate's metrics keep of where it ran: its Ray node, and the workers lost on the way."""
+        metrics: dict[str, Any] = {"ray_node": self.node} if self.node else {}
+        if self.lost:
+            metrics |= {"attempts": self.attempts, "lost_workers": list(self.lost)}
+        return metrics
+
 
 def timed_call(fn: Callable[..., Any], *args: Any) -> Outcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -251,7 +258,13 @@ class ProcessExecutor(_Retrying):
         return ref
 
     def _send(self, task: _Task) -> None:
-        task.attempt = self._pool_now().submit(_call_in_worker, task.fn, task.args)
+        try:
+            task.attempt = self._pool_now().submit(_call_in_worker, task.fn, task.args)
+        except BrokenProcessPool as exc:
+            # A worker died since the last wait (work is sent while results are handed back): this attempt
+            # is lost with the pool, and as_completed retries it on a new one like the others.
+            task.attempt = cf.Future()
+            task.attempt.set_exception(exc)
 
     def _wait(self, attempts: list[Any], timeout: float | None) -> Iterable[Any]:
         return cf.wait(attempts, timeout=timeout, return_when=cf.FIRST_COMPLETED)[0]

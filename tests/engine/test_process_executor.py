@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,25 @@ def test_a_dead_worker_process_has_its_evaluation_run_again(tmp_path):
     died_in = (tmp_path / "died").read_text()
     assert survivor.error is None and survivor.attempts == 2 and survivor.value != f"survived in {died_in}"
     assert survivor.lost[0].startswith("BrokenProcessPool")
+
+
+def test_work_sent_to_a_pool_a_dead_worker_broke_is_retried_not_raised(tmp_path):
+    """Early stopping sends a candidate's next rung while other results are handed back: the pool may have
+    broken since the last wait, and that send must count as a lost attempt, as the ones in flight do."""
+    executor = ProcessExecutor(workers=1)
+    try:
+        handles = [executor.submit(_die_once, str(tmp_path / "died"))]
+        deadline = time.monotonic() + 60
+        while not getattr(executor._pool, "_broken", False) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert executor._pool._broken  # the worker died and took the pool with it
+        handles.append(executor.submit(_square, 3))
+        outcomes = {type(o.value): o for _, o in executor.as_completed(handles)}
+    finally:
+        executor.shutdown()
+    assert outcomes[int].value == 9 and outcomes[int].attempts == 2
+    assert outcomes[int].lost[0].startswith("BrokenProcessPool")
+    assert outcomes[str].error is None and outcomes[str].attempts == 2
 
 
 def test_a_worker_lost_on_every_attempt_fails_that_evaluation_only():
