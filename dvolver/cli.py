@@ -94,15 +94,17 @@ def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None
 
 
 def _early_stopping(text: str) -> dict[str, Any]:
-    """--early-stopping METHOD[,min_epochs=N][,eta=N][,max_epochs=N], e.g. 'asha' or 'sha,eta=2'."""
+    """--early-stopping METHOD[,min_epochs=N][,eta=N][,max_epochs=N][,tie_break=NAME], e.g. 'asha' or
+    'sha,eta=2'. The spec checks the values; this only reads them."""
     method, *rest = [part.strip() for part in text.split(",")]
     values: dict[str, Any] = {"method": method}
     for part in rest:
-        name, _, number = part.partition("=")
-        if name not in ("min_epochs", "eta", "max_epochs") or not number.strip().lstrip("-").isdigit():
+        name, _, value = (s.strip() for s in part.partition("="))
+        number = value.lstrip("-").isdigit()
+        if not (name in ("min_epochs", "eta", "max_epochs") and number or name == "tie_break" and value):
             raise DvolverError(f"--early-stopping: cannot read {part!r}; give METHOD then any of min_epochs=N, eta=N, "
-                               "max_epochs=N, comma-separated, e.g. 'sha,min_epochs=1,eta=3'")
-        values[name] = int(number)
+                               "max_epochs=N, tie_break=NAME, comma-separated, e.g. 'sha,min_epochs=1,eta=3'")
+        values[name] = int(value) if number else value
     return values
 
 
@@ -121,7 +123,8 @@ def search(
                               "a multiple of --workers keeps them busy [population // 4]"),
     evaluations: int = typer.Option(None, help="budget: candidates trained or looked up [40]"),
     early_stopping: str = typer.Option(None, help="train in rungs and stop the hopeless early: sha or asha, then any "
-                                       "of min_epochs=N, eta=N, max_epochs=N, e.g. 'asha,eta=3' [off]"),
+                                       "of min_epochs=N, eta=N, max_epochs=N, tie_break=crowding|hypervolume|"
+                                       "surrogate, e.g. 'asha,eta=3' [off]"),
     time_limit: float = typer.Option(None, help="seconds: once past, ask no new candidate, finish those in flight, "
                                      "and record that the limit was hit (the front then depends on the machine)"),
     epochs: int = typer.Option(None, help="proxy training epochs per candidate [5]"),

@@ -1,11 +1,14 @@
 """The search loop's side of early stopping: candidates sent up the rungs, each rung result recorded, and
 the decisions of dvolver.halving carried out.
 
-Every rung result is recorded as it arrives: the candidate's row stays `pending` and holds the rungs so
-far (metrics["rungs"], [epochs, accuracy] each) with the state that continues its training, in one
-transaction with its journal event. A resumed search answers every rung the store holds from it, in
-the order the results were first handed back, so the halving takes the same decisions again; only a
-rung that was in flight is trained again, from the checkpoint of the rung before.
+Every result is recorded as it arrives from its worker, before its turn to be handed back comes (with
+two workers a rung may finish while one sent before it still trains). A rung below the last keeps the
+candidate's row `pending`, holding the rungs so far (metrics["rungs"], [epochs, accuracy] each) and the
+state that continues its training, in one transaction with its journal event. The last rung, or a
+failure, is final whatever the halving decides, so its final row is written then too. The decisions
+wait for the result's turn. A resumed search answers every rung the store holds from it, in the order
+the results were first handed back, so the halving takes the same decisions again; only a rung that
+was in flight is trained again, from the checkpoint of the rung before.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .executors import Outcome
 from .halving import Decision, Halving
 from .objectives import OBJECTIVES
 from .spec import SearchSpec
-from .store import Candidate, Store
+from .store import FINAL_STATUSES, Candidate, Store
 
 STORED = "store"  # the worker of a result answered from the store
 
@@ -49,6 +52,7 @@ class Climbs:
         self.rungs: dict[str, list[list[float]]] = {}  # per key: [epochs, accuracy] of each rung trained
         self._work: dict[str, Work] = {}
         self._latest: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {}  # objectives, metrics, row id
+        self._arrived: dict[str, Candidate] = {}  # final rows recorded on arrival, not yet handed back
 
     def use_model(self, algorithm: object) -> None:
         """The surrogate tie-break asks the algorithm's model, where it has one (SurrogateSearch)."""
@@ -71,29 +75,40 @@ class Climbs:
             self._latest[work.key] = (dict(cheap_values), dict(work.cheap), -1)
         self._train([Decision(w.key, "go", 0) for w, _ in batch])
 
-    def on_result(self, work: Work, outcome: Outcome) -> None:
+    def on_arrival(self, work: Work, outcome: Outcome) -> None:
+        """Records a worker's result as it arrives (the dispatcher calls this before its turn)."""
         key = work.key
         if outcome.error:
-            self._finish(key, "failed", error=outcome.error, outcome=outcome)
-            self._carry_out(self.halving.drop(key))
+            self._arrived[key] = self._final_row(key, "failed", outcome.error, outcome)
             return
         value = dict(outcome.value)
-        epochs, acc = int(value["epochs"]), float(value["acc"])
-        self.rungs[key].append([epochs, acc])
+        self.rungs[key].append([int(value["epochs"]), float(value["acc"])])
+        if len(self.rungs[key]) == len(self.halving.epochs):  # the last rung: finished, whatever its turn
+            self._arrived[key] = self._final_row(key, "finished", outcome=outcome)
+            return
+        objectives, metrics, _ = self._latest[key]
+        weights, checkpoint = value.pop(WEIGHTS, b""), value.pop(CHECKPOINT, None)  # a table has neither
+        metrics = metrics | value | self._rung_metrics(key)
+        objectives = objectives | {"acc": float(value["acc"])}
+        row = self.store.record(self.search_id, key, work.genome, "pending", objectives, metrics,
+                                worker=outcome.worker, seconds=outcome.seconds,
+                                weights=None if checkpoint is None else pack(weights, checkpoint))
+        self._latest[key] = (objectives, metrics, row.id)
+
+    def on_result(self, work: Work, outcome: Outcome) -> None:
+        """A result in its turn (recorded on arrival, or answered from the store): the decisions it allows."""
+        key = work.key
+        if outcome.error:
+            self._finish(key, "failed", error=outcome.error)
+            self._carry_out(self.halving.drop(key))
+            return
+        acc = float(outcome.value["acc"])
+        if outcome.worker == STORED:
+            self.rungs[key].append([int(outcome.value["epochs"]), acc])
         decisions = self.halving.result(key, acc)
         if decisions and decisions[0].key == key and decisions[0].verdict == "done":
-            self._finish(key, "finished", outcome=outcome)
-            self._carry_out(decisions[1:])
-            return
-        if outcome.worker != STORED:
-            objectives, metrics, _ = self._latest[key]
-            weights, checkpoint = value.pop(WEIGHTS, b""), value.pop(CHECKPOINT, None)  # a table has neither
-            metrics = metrics | value | self._rung_metrics(key)
-            objectives = objectives | {"acc": acc}
-            row = self.store.record(self.search_id, key, work.genome, "pending", objectives, metrics,
-                                    worker=outcome.worker, seconds=outcome.seconds,
-                                    weights=None if checkpoint is None else pack(weights, checkpoint))
-            self._latest[key] = (objectives, metrics, row.id)
+            self._finish(key, "finished")
+            decisions = decisions[1:]
         self._carry_out(decisions)
 
     # --- carrying out decisions ----------------------------------------------------------------
@@ -142,12 +157,18 @@ class Climbs:
     def _rung_metrics(self, key: str) -> dict[str, Any]:
         return {"rungs": self.rungs[key], "rung": len(self.rungs[key]), "rungs_total": len(self.halving.epochs)}
 
-    def _finish(self, key: str, status: str, error: str | None = None, outcome: Outcome | None = None) -> None:
-        """Records the candidate's final result: stopped at its rung, failed, or at full fidelity."""
+    def _finish(self, key: str, status: str, error: str | None = None) -> None:
+        """The candidate's final result, in its turn: stopped at its rung, failed, or at full fidelity."""
         stored = self.stored.get(key)
-        if stored is not None and stored.status in ("finished", "stopped", "failed"):
+        if stored is not None and stored.status in FINAL_STATUSES:  # infeasible rows never climb
             self.accept(stored, True)  # its final row is kept as first recorded
-            return
+        elif key in self._arrived:
+            self.accept(self._arrived.pop(key), False)
+        else:
+            self.accept(self._final_row(key, status, error), False)
+
+    def _final_row(self, key: str, status: str, error: str | None = None, outcome: Outcome | None = None
+                   ) -> Candidate:
         work = self._work[key]
         objectives, metrics, row_id = self._latest[key]
         metrics = metrics | self._rung_metrics(key)
@@ -158,14 +179,16 @@ class Climbs:
             weights = value.pop(WEIGHTS, None)
             metrics |= value
             objectives = objectives | {k: float(v) for k, v in value.items() if k in OBJECTIVES}
-        elif status == "stopped" and self.spec.training.keep_weights:
-            blob = self.store.weights(row_id)
+        elif status == "stopped":
+            blob = self.store.weights(row_id) if self.spec.training.keep_weights else None
             weights = None if blob is None else unpack(blob)[0] or None
         else:  # failed: no accuracy of a rung below stands for it
             objectives = {k: v for k, v in objectives.items() if k != "acc"}
+        if outcome is not None:
+            metrics |= outcome.worker_metrics()
         worker, seconds = (outcome.worker, outcome.seconds) if outcome is not None else (None, None)
-        self.accept(self.store.record(self.search_id, key, work.genome, status, objectives, metrics, error,
-                                      worker, seconds, weights), False)
+        return self.store.record(self.search_id, key, work.genome, status, objectives, metrics, error, worker,
+                                 seconds, weights)
 
 
 def _costs(cheap_values: dict[str, float], spec: SearchSpec) -> np.ndarray:

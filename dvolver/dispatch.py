@@ -69,6 +69,9 @@ class Dispatcher:
         self._ready: dict[str, tuple[Work, Outcome]] = {}  # done (or answered), not yet handed back
         self._order: deque[str] = deque()  # ordered: keys not yet handed back, in the order sent
         self._waiting_on: list[Any] | None = None  # the handles results() waits on; new work joins it
+        # Called with each result as it arrives, before its turn to be handed back: what must be recorded
+        # then, so that a result waiting behind a slower one is not lost with the process.
+        self.on_arrival: Callable[[Work, Outcome], None] | None = None
         self.busy: dict[str, float] = {}  # per worker: seconds spent evaluating
         self.first_submit: float | None = None
         self.last_done: float | None = None
@@ -111,7 +114,7 @@ class Dispatcher:
         is in flight. Work sent while this runs is waited on too. `tick` is called while waiting; it
         may raise to stop."""
         yield from self._release(keys)
-        if not keys & self.in_flight.keys():
+        if not keys & self.__keys():
             return
         by_handle = {handle: key for key, (handle, _) in self.in_flight.items()}
         self._waiting_on = list(by_handle)
@@ -123,6 +126,8 @@ class Dispatcher:
                 if outcome.worker.endswith(f":{os.getpid()}"):
                     self.evaluation_cpu_here += outcome.cpu_seconds
                 self._ready[key] = (work, outcome)
+                if self.on_arrival is not None:
+                    self.on_arrival(work, outcome)
                 yield from self._release(keys)
                 if not keys & self.__keys():
                     break

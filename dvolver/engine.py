@@ -101,6 +101,8 @@ class SearchLoop:
         self.dispatcher = Dispatcher(executor, self.spec, self.search.dataset, ordered=bool(es and es.active))
         self.climbs = (Climbs(store, search_id, self.spec, self.dispatcher, self._accept, earlier)
                        if es and es.active else None)
+        if self.climbs is not None:
+            self.dispatcher.on_arrival = self.climbs.on_arrival
         self.cheap = CheapCounts(self.spec, self.key, self.search.input_shape, self.search.num_classes)
         # What the driver itself spends (asking, counting costs, recording): this process's CPU time less
         # the evaluations that ran inside it (the inline executor's).
@@ -187,7 +189,7 @@ class SearchLoop:
                 continue
             if self._budget_left() - len(batch) <= 0:
                 continue
-            if stored is None:
+            if stored is None and not (self.climbs is not None and key in self.climbs.stored):  # keeps its rungs
                 self.store.record(self.search_id, key, genome, "pending", cheap_values, cheap)
             batch.append((Work(key, genome, cheap), cheap_values))
         if self.climbs is not None:
@@ -225,11 +227,7 @@ class SearchLoop:
     def _record(self, work: Work, outcome: Outcome) -> None:
         value = dict(outcome.value or {})
         weights = value.pop(WEIGHTS, None)
-        metrics = work.cheap | value
-        if outcome.node:
-            metrics["ray_node"] = outcome.node
-        if outcome.lost:
-            metrics |= {"attempts": outcome.attempts, "lost_workers": list(outcome.lost)}
+        metrics = work.cheap | value | outcome.worker_metrics()
         values = {k: float(v) for k, v in metrics.items() if k in OBJECTIVES}
         status = "failed" if outcome.error else "finished"
         self._accept(self.store.record(self.search_id, work.key, work.genome, status, values, metrics, outcome.error,
@@ -244,8 +242,10 @@ class SearchLoop:
             p.evaluations += 1
             p.failed += record.status == "failed"
             p.stopped += record.status == "stopped"
-            p.training_epochs += epochs_trained(record, self.full_epochs)
-            p.full_fidelity_epochs += self.full_epochs
+            trained = epochs_trained(record, self.full_epochs)
+            p.training_epochs += trained
+            # Without early stopping every candidate is trained as a full-fidelity search trains it, failures too.
+            p.full_fidelity_epochs += self.full_epochs if self.climbs is not None else trained
             if reused:
                 p.reused += 1
             else:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import rungs
 from .rungs import going_on, rung_epochs
 from .training_spec import EarlyStoppingSpec
 
@@ -42,9 +41,8 @@ class Climb:
 
 
 class Halving:
-    def __init__(self, es: EarlyStoppingSpec, tie_break: str | None = None) -> None:
-        # Read when a search starts, so that bench/multi_fidelity.py can compare tie-breaks in one process.
-        self.method, self.eta, self.tie_break = es.method, es.eta, tie_break or rungs.TIE_BREAK
+    def __init__(self, es: EarlyStoppingSpec) -> None:
+        self.method, self.eta, self.tie_break = es.method, es.eta, es.tie_break
         # The surrogate tie-break's model: per key, the chance its full training reaches the front.
         self.chance: Callable[[list[str]], np.ndarray] | None = None
         self.epochs = rung_epochs(es)

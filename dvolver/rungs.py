@@ -11,13 +11,14 @@ moderately accurate: on a front over accuracy and cost it may be the best there 
 
 from __future__ import annotations
 
+from typing import get_args
+
 import numpy as np
 
 from .pareto import hypervolume, non_dominated
-from .training_spec import EarlyStoppingSpec
+from .training_spec import EarlyStoppingSpec, TieBreak
 
-TIE_BREAKS = ("crowding", "hypervolume", "surrogate")
-TIE_BREAK = "crowding"  # chosen on the learning-curve tables (bench/multi_fidelity.py --tables)
+TIE_BREAKS: tuple[TieBreak, ...] = get_args(TieBreak)
 
 
 def rung_epochs(es: EarlyStoppingSpec) -> tuple[int, ...]:
@@ -68,7 +69,7 @@ def hypervolume_contribution(F: np.ndarray) -> np.ndarray:
     return np.array([total - hypervolume(np.delete(X, i, axis=0), reference) for i in range(len(X))])
 
 
-def ranked(F: np.ndarray, tie_break: str = TIE_BREAK, chance: np.ndarray | None = None) -> list[int]:
+def ranked(F: np.ndarray, tie_break: TieBreak = "crowding", chance: np.ndarray | None = None) -> list[int]:
     """Row indices of F (minimised, accuracy negated in column 0), best first: front by front, each
     front by its tie-break (larger first), then by accuracy, then in row order. `surrogate` breaks ties
     by `chance`, the model's probability per row that the candidate's full training reaches the front
@@ -86,7 +87,7 @@ def ranked(F: np.ndarray, tie_break: str = TIE_BREAK, chance: np.ndarray | None 
     return order
 
 
-def going_on(F: np.ndarray, rows: list[int], eta: int, tie_break: str = TIE_BREAK,
+def going_on(F: np.ndarray, rows: list[int], eta: int, tie_break: TieBreak = "crowding",
              chance: np.ndarray | None = None) -> set[int]:
     """Which of `rows` go on: those ranked among the best 1/eta of every result at the rung (F). The
     best result at a rung always goes on, so the first candidates reach full fidelity."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 
 from .errors import NotFoundError
 from .store_core import (
@@ -36,7 +36,7 @@ class Candidates(StoreCore):
                error: str | None = None, worker: str | None = None, seconds: float | None = None,
                weights: bytes | None = None) -> Candidate:
         """Insert or update the candidate `key` of a search, with its journal event and trained
-        weights, atomically.
+        weights, atomically. A final row without weights has none: what a pending row held goes.
 
         Idempotent: recording the same final result twice leaves one row. Safe between processes
         (two runners on one search after a lease takeover): the first final result recorded wins,
@@ -61,6 +61,8 @@ class Candidates(StoreCore):
             s.flush()
             if weights is not None:
                 s.merge(WeightsRow(candidate_id=row.id, data=weights))
+            elif status != "pending":  # a final row's weights are its own or none, never a rung's checkpoint
+                s.execute(delete(WeightsRow).where(WeightsRow.candidate_id == row.id))
             s.add(EventRow(search_id=search_id, kind="candidate",
                            payload={"candidate": row.id, "key": key, "status": status, "objectives": row.objectives}))
             return _candidate(row)

@@ -69,6 +69,9 @@ class ResourcesSpec(JsonNumbers):
     gpus_per_eval: float = Field(0.0, ge=0, le=16, description="GPUs per evaluation, fractions allowed")
 
 
+TieBreak = Literal["crowding", "hypervolume", "surrogate"]
+
+
 class EarlyStoppingSpec(JsonNumbers):
     """Successive halving inside the search: candidates train in rungs of min_epochs, min_epochs x eta, ...
     up to max_epochs, and only the best 1/eta of each rung (by Pareto standing on the rung's accuracy and
@@ -83,7 +86,12 @@ class EarlyStoppingSpec(JsonNumbers):
     eta: int = Field(3, ge=2, le=100, description="each rung trains eta times the epochs of the one before, "
                                                   "and keeps 1/eta of its candidates")
     max_epochs: int | None = Field(None, ge=1, le=1000, description=(
-        "epochs of a full-fidelity candidate, the last rung; default training.epochs"))
+        "epochs of a full-fidelity candidate, the last rung; default training.epochs (in table mode, the "
+        "table's last learning-curve epoch)"))
+    tie_break: TieBreak = Field("crowding", description=(
+        "how candidates on one non-dominated front of a rung are ordered: crowding distance, hypervolume "
+        "contribution, or the surrogate's probability that the candidate's full training reaches the front; "
+        "crowding was the cheapest of the measured best (bench/multi_fidelity.py tables)"))
 
     @property
     def active(self) -> bool:

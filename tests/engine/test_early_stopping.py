@@ -118,6 +118,7 @@ def test_told_refuses_a_fidelity_outside_zero_to_one():
     ({"method": "sha", "eta": 1}, "early_stopping.eta"),
     ({"method": "sha", "min_epochs": 9, "max_epochs": 3}, "early_stopping.min_epochs"),
     ({"method": "halving"}, "early_stopping.method"),
+    ({"method": "sha", "tie_break": "random"}, "early_stopping.tie_break"),
     ({"method": "asha", "min_epochs": 5}, "early_stopping.min_epochs"),  # max_epochs defaults to training.epochs 5
 ])
 def test_a_bad_early_stopping_spec_names_its_field(early_stopping, field):
@@ -144,7 +145,8 @@ def test_early_stopping_refuses_pruning():
 
 def test_the_cli_refuses_a_bad_early_stopping_and_creates_nothing(tmp_path):
     db = tmp_path / "cli.db"
-    for flag, said in (("sha,eta=1", "early_stopping.eta"), ("sha,rate=3", "--early-stopping: cannot read 'rate=3'")):
+    for flag, said in (("sha,eta=1", "early_stopping.eta"), ("sha,rate=3", "--early-stopping: cannot read 'rate=3'"),
+                       ("asha,tie_break=best", "early_stopping.tie_break")):
         done = subprocess.run([sys.executable, "-m", "dvolver", "search", "--early-stopping", flag, "--db", str(db)],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and said in done.stderr, done.stderr
@@ -165,6 +167,27 @@ def test_a_trained_search_with_asha_stops_some_and_shows_the_epochs(tmp_path):
     assert "epochs " in done.stderr and "stopped early" in done.stderr
 
 
+@pytest.mark.parametrize("keep_weights", [True, False])
+def test_final_rows_hold_their_own_weights_never_a_rungs_checkpoint(tmp_path, keep_weights):
+    from dvolver.export import ExportError, export_candidate
+
+    spec = TINY | {"training": {"epochs": 3, "train_limit": 300, "latency_repeats": 1,
+                                "keep_weights": keep_weights},
+                   "early_stopping": ES | {"method": "asha"}, "seed": 2}
+    result = run_search(spec, db=str(tmp_path / "w.db"), executor="inline")
+    store = Store(str(tmp_path / "w.db"))
+    by_status = {s: [c for c in result.candidates if c.status == s] for s in ("finished", "stopped")}
+    assert by_status["finished"] and by_status["stopped"]
+    assert all("acc" in c.objectives and c.metrics["rung"] < c.metrics["rungs_total"] for c in by_status["stopped"])
+    for c in by_status["finished"] + by_status["stopped"]:
+        if keep_weights:  # the weights at its last rung, which load as the candidate's network
+            assert export_candidate(store, result.search_id, c.id, "state_dict").data
+        else:
+            assert store.weights(c.id) is None
+            with pytest.raises(ExportError, match="no trained weights"):
+                export_candidate(store, result.search_id, c.id, "state_dict")
+
+
 def _write(folder, spec) -> str:
     path = folder / "spec.json"
     path.write_text(json.dumps(spec))
@@ -182,9 +205,6 @@ def test_the_service_lists_each_candidates_rung(curve_table, tmp_path):
 
 
 def test_the_surrogate_tie_break_asks_the_model_and_replays(curve_table, tmp_path, monkeypatch):
-    import dvolver.rungs
-
-    monkeypatch.setattr(dvolver.rungs, "TIE_BREAK", "surrogate")
     asked = []
     original = SurrogateSearch.front_probability
 
@@ -194,8 +214,9 @@ def test_the_surrogate_tie_break_asks_the_model_and_replays(curve_table, tmp_pat
         return p
 
     monkeypatch.setattr(SurrogateSearch, "front_probability", counted)
-    runs = [_table_search(curve_table, tmp_path / f"s{i}.db", evaluations=40) for i in range(2)]
-    assert asked and all(((0 <= p) & (p <= 1)).all() for p in asked)
-    assert any(((0 < p) & (p < 1)).any() for p in asked)  # the model is unsure of some: a real probability
+    runs = [_table_search(curve_table, tmp_path / f"s{i}.db", evaluations=40,
+                          early_stopping=ES | {"tie_break": "surrogate"}) for i in range(2)]
+    assert asked and all(((p >= 0) & (p <= 1)).all() for p in asked)
+    assert any(((p > 0) & (p < 1)).any() for p in asked)  # the model is unsure of some: a real probability
     a, b = ([(c.key, c.status, c.metrics.get("rungs")) for c in r.candidates] for r in runs)
     assert a == b

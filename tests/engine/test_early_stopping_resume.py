@@ -60,3 +60,20 @@ def test_two_workers_give_the_same_early_stopped_search(straight, tmp_path):
                    executor=("--executor", "processes", "--workers", "2"))
     assert done.returncode == 0, done.stderr
     assert _table(db) == straight["table"]
+
+
+def test_a_resume_killed_again_keeps_the_rungs_the_store_holds(straight, tmp_path):
+    db = f"sqlite:///{tmp_path / 'es.db'}"
+    killed = _search(tmp_path, db, tmp_path / "killed.log", straight["method"], "evaluate:5")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    held = {c.key: c.metrics["rungs"] for c in Store(db).candidates(1) if c.metrics.get("rungs")}
+    assert held
+    again = _dvolver(["resume", "1", "--db", db, "--executor", "inline", "--plot", str(tmp_path / "r.png")],
+                     tmp_path / "again.log", "evaluate:1")  # killed as the resume trains its first rung
+    assert again.returncode == -signal.SIGKILL, again.stderr
+    kept = {c.key: c.metrics.get("rungs") for c in Store(db).candidates(1) if c.key in held}
+    assert all(kept[k][: len(rungs)] == rungs for k, rungs in held.items())  # no row went back to rung 0
+    done = _dvolver(["resume", "1", "--db", db, "--executor", "inline", "--plot", str(tmp_path / "r.png")],
+                    tmp_path / "resumed.log")
+    assert done.returncode == 0, done.stderr
+    assert _table(db) == straight["table"]
