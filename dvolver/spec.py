@@ -23,7 +23,7 @@ from .errors import DatasetError, SpecError
 from .objectives import CONSTRAINTS, OBJECTIVES
 from .pruning import registry as methods_registry
 from .rungs import rung_epochs
-from .training_spec import FINITE, EarlyStoppingSpec, JsonNumbers, ResourcesSpec, TrainingSpec
+from .training_spec import FINITE, EarlyStoppingSpec, JsonNumbers, ResourcesSpec, TrainingSpec, joined_errors
 
 __all__ = ["ALGORITHM_NAMES", "EarlyStoppingSpec", "PruningSpec", "ResourcesSpec", "SearchSpec", "TrainingSpec",
            "describe_validation_error"]
@@ -101,7 +101,7 @@ class PruningSpec(JsonNumbers):
             try:
                 full[method] = methods_registry.parse_options(method, options).model_dump()
             except ValidationError as exc:
-                raise ValueError(f"options for {method}: {_joined(exc)}") from None
+                raise ValueError(f"options for {method}: {joined_errors(exc)}") from None
         self.options = {m: full.get(m, methods_registry.parse_options(m, None).model_dump()) for m in self.methods}
         return self
 
@@ -267,7 +267,7 @@ class SearchSpec(JsonNumbers):
         try:
             options = search_spaces.options_model(self.space)(**self.space_options).model_dump()
         except ValidationError as exc:
-            raise ValueError(f"space_options for {self.space}: {_joined(exc)}") from None
+            raise ValueError(f"space_options for {self.space}: {joined_errors(exc)}") from None
         self._check_pruning(options)
         if info.context and info.context.get("stored"):
             return self  # checked when it was stored; its files are only needed to run it
@@ -373,13 +373,4 @@ def _span(epochs: tuple[int, ...]) -> str:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    return "invalid search: " + _joined(exc)
-
-
-def _joined(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
+    return "invalid search: " + joined_errors(exc)

@@ -242,7 +242,7 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     loss_sum, seen, ran, stopped_early = 0.0, 0, 0, False
     if resume is not None:
-        ran = _resume(resume, model, optimizer, scheduler, scaler, generator)
+        ran = resume_run(resume, model, optimizer, scheduler, scaler, generator)
     for epoch in range(ran, epochs if until is None else until):
         model.train()
         order = torch.randperm(len(x_train), generator=generator).to(x_train.device)
@@ -272,15 +272,16 @@ def fit(model: nn.Module, data: Dataset, cfg: TrainingSpec, seed: int, device: t
     if best is not None:
         model.load_state_dict(best[2])
     # Taken before the BatchNorm recalibration below, which the continuous run never does mid-way.
-    state = _state(ran, model, optimizer, scheduler, scaler, generator) if ran < epochs and not stopped_early else None
+    continues = ran < epochs and not stopped_early
+    state = run_state(ran, model, optimizer, scheduler, scaler, generator) if continues else None
     recalibrate_batchnorm(model, x_train, device, channels_last, cfg.batch_size)
     return Fitted(loss_sum / max(1, seen), ran, ran * steps_per_epoch, best[1] if best else None, stopped_early,
                   state)
 
 
-def _state(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-           scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-           generator: torch.Generator) -> dict[str, Any]:
+def run_state(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+              generator: torch.Generator) -> dict[str, Any]:
     """Everything the rest of the run depends on: weights and buffers, the optimizer's momenta, the
     schedule's position and both random streams."""
     return {"epoch": epoch, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -288,9 +289,9 @@ def _state(epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
 
 
-def _resume(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
-            generator: torch.Generator) -> int:
+def resume_run(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
+               generator: torch.Generator) -> int:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 # NaN and infinity are refused everywhere: JSON cannot carry them back, and no bound holds them.
 FINITE = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def joined_errors(exc: ValidationError) -> str:
+    """pydantic's report as one line, each error after the dotted path of the field it is about."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 class JsonNumbers(BaseModel):

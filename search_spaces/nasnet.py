@@ -154,6 +154,29 @@ def _make_head(channels: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
 
+def _make_aux_head(channels: int, size: tuple[int, int], num_classes: int) -> nn.Sequential:
+    """NASNet's auxiliary classifier (as in its TensorFlow code, which Dvolver ran, and in DARTS): ReLU, 5x5
+    average pool at stride 3, 1x1 conv to 128, a conv to 768 over the whole remaining map, then a linear
+    layer. A map smaller than the pool (8x8 digits leave 4x4 there) goes to the convs unpooled."""
+    pool: nn.Module = nn.AvgPool2d(5, stride=3) if min(size) >= 5 else nn.Identity()
+    pooled = ((size[0] - 5) // 3 + 1, (size[1] - 5) // 3 + 1) if min(size) >= 5 else size
+    return nn.Sequential(
+        nn.ReLU(), pool,
+        nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.Conv2d(128, 768, pooled, bias=False), nn.BatchNorm2d(768), nn.ReLU(),
+        nn.Flatten(), nn.Linear(768, num_classes),
+    )
+
+
+def drop_path(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """Zeroes each sample's whole tensor with probability ``rate`` and scales the kept ones by 1 / (1 - rate),
+    so that the expected output is unchanged (NASNet's and DARTS's drop-path). Draws from torch's global
+    generator of ``x``'s device, which the final training seeds and checkpoints."""
+    keep = 1.0 - rate
+    mask = torch.empty(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    return x * mask / keep
+
+
 def _stride(reduction: bool, state: int) -> int:
     return 2 if reduction and state < 2 else 1
 
@@ -175,12 +198,19 @@ class CellModule(nn.Module):
         self.resize = nn.ModuleDict({str(s): _make_resize(channels) for s in self.concat if reduction and s < 2})
         self.out_channels = channels * len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_rate: float = 0.0) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         for b, (in0, _, in1, _) in enumerate(self.cell.blocks):
-            states.append(self.ops[2 * b](states[in0]) + self.ops[2 * b + 1](states[in1]))
+            states.append(self._path(2 * b, states[in0], drop_rate) + self._path(2 * b + 1, states[in1], drop_rate))
         outs = [self.resize[str(s)](states[s]) if str(s) in self.resize else states[s] for s in self.concat]
         return torch.cat(outs, dim=1)
+
+    def _path(self, index: int, x: torch.Tensor, drop_rate: float) -> torch.Tensor:
+        """One op of a block; with ``drop_rate``, dropped per sample. An identity is never dropped: dropping
+        it would only drop the state it passes on, as NASNet and DARTS reason."""
+        op = self.ops[index]
+        y = op(x)
+        return drop_path(y, drop_rate) if drop_rate > 0 and not isinstance(op, nn.Identity) else y
 
 
 @dataclass(frozen=True)
@@ -243,10 +273,16 @@ def network_plan(normal: Cell, reduction: Cell, options: NASNetOptions,
 
 
 class NASNetwork(nn.Module):
-    """Stem, then 3 stages of N normal cells with a reduction cell between stages (`network_plan`)."""
+    """Stem, then 3 stages of N normal cells with a reduction cell between stages (`network_plan`).
+
+    Two regularisers for final training, both off unless asked, so a search's network is unchanged:
+    ``drop_path_rate``, which the trainer sets as training goes, drops block ops per sample in training
+    mode; ``aux_head`` adds NASNet's auxiliary classifier on the last cell before the second reduction,
+    whose logits ``forward`` returns beside the network's, as ``(logits, aux_logits)``, in training mode
+    only. In eval mode the network computes, and exports, its logits alone."""
 
     def __init__(self, genome: Genome, options: NASNetOptions, input_shape: tuple[int, int, int],
-                 num_classes: int) -> None:
+                 num_classes: int, aux_head: bool = False) -> None:
         super().__init__()
         plan = network_plan(*split(genome, options.blocks), options, input_shape)
         in_channels, height, width = input_shape
@@ -255,12 +291,23 @@ class NASNetwork(nn.Module):
             [CellModule(p.cell, p.c_prev_prev, p.c_prev, p.channels, p.reduction, p.reduction_prev) for p in plan.cells]
         )
         self.head = _make_head(plan.head_channels, num_classes)
+        self.drop_path_rate = 0.0
+        # NASNet's place for it: the cell before the second reduction, i.e. the end of the middle stage.
+        self.aux_index = 2 * options.cells_per_stage
+        aux = plan.cells[self.aux_index]
+        # Built last, so the network's own weights draw the same initial values with or without it.
+        self.aux_head = _make_aux_head(aux.out_channels, aux.size, num_classes) if aux_head else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        rate = self.drop_path_rate if self.training else 0.0
+        aux = None
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1)
-        return self.head(s1)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, rate)
+            if i == self.aux_index and self.aux_head is not None and self.training:
+                aux = self.aux_head(s1)
+        logits = self.head(s1)
+        return logits if aux is None else (logits, aux)
 
 
 # Unit builders (search_spaces.units): each builds one of the network's modules alone, with the
@@ -339,8 +386,10 @@ class NASNetSpace:
         normal, reduction = split(genome, self.options.blocks)
         return join(canonical_cell(normal), canonical_cell(reduction))
 
-    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-        return NASNetwork(genome, self.options, input_shape, num_classes)
+    def build(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int,
+              aux_head: bool = False) -> nn.Module:
+        """``aux_head``: with NASNet's auxiliary classifier for training (NASNetwork)."""
+        return NASNetwork(genome, self.options, input_shape, num_classes, aux_head)
 
     def op_inventory(self, genome: Genome, input_shape: tuple[int, int, int], num_classes: int) -> Inventory:
         """The units the genome's network runs, without building it (search_spaces.units)."""
