@@ -14,7 +14,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from .cli_render import CHECKED, LiveProgress, console, err, print_error, print_front, print_run_summary, write_plot
-from .errors import DvolverError
+from .errors import ConflictError, DvolverError
 from .run_stats import RunStats
 
 
@@ -70,12 +70,7 @@ def _spec_dict(spec_file: Path | None, objectives: str | None, prune: str | None
     """The spec file's fields, overridden by the flags given on the command line."""
     values: dict[str, Any] = {}
     if spec_file is not None:
-        try:
-            values = json.loads(Path(spec_file).read_text())
-        except (OSError, ValueError) as exc:
-            raise DvolverError(f"cannot read spec file {spec_file}: {exc}") from None
-        if not isinstance(values, dict):
-            raise DvolverError(f"spec file {spec_file} must hold a JSON object")
+        values = _read_json(spec_file, "spec")
     if objectives is not None:
         values["objectives"] = [o.strip() for o in objectives.split(",") if o.strip()]
     if prune is not None:
@@ -459,6 +454,160 @@ def runner(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.shutdown.set())
     worker.serve(once=once)
+
+
+# Where each `dvolver train` flag goes in a FinalTraining; the scale flags depend on the search's space.
+RECIPE_FIELDS: dict[str, tuple[str, ...]] = {
+    "epochs": ("epochs",), "batch_size": ("batch_size",), "train_limit": ("train_limit",), "seed": ("seed",),
+    "dataset": ("dataset",), "device": ("device",),
+}
+SCALE_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "nasnet": {"cells": ("scale", "nasnet", "cells"), "filters": ("scale", "nasnet", "filters")},
+    "nb201": {"cells": ("scale", "nb201", "cells"), "channels": ("scale", "nb201", "channels")},
+}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise DvolverError(f"cannot read {what} file {path}: {exc}") from None
+    if not isinstance(values, dict):
+        raise DvolverError(f"{what} file {path} must hold a JSON object")
+    return values
+
+
+def _recipe_dict(spec_file: Path | None, space: str, **flags: Any) -> dict[str, Any]:
+    """The recipe file's fields, overridden by the flags given; --cells, --filters and --channels set the
+    scale of the search's space, and are refused where that space has no such dimension."""
+    values = _read_json(spec_file, "final training") if spec_file is not None else {}
+    fields = RECIPE_FIELDS | SCALE_FIELDS.get(space, {})
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        if flag not in fields:
+            raise DvolverError(f"--{flag}: the {space} space's networks have no {flag} to set; drop it")
+        target = values
+        for part in fields[flag][:-1]:
+            target = target.setdefault(part, {})
+        target[fields[flag][-1]] = value
+    return values
+
+
+@app.command()
+def train(
+    search_id: int = typer.Argument(None, help="the search whose candidates to retrain"),
+    candidate_ids: list[int] = typer.Argument(None, help="candidates to retrain (ids from `dvolver front`)"),
+    front: bool = typer.Option(False, "--front", help="retrain every member of the search's front"),
+    knee: bool = typer.Option(False, "--knee", help="retrain the front's knee: the member nearest the ideal point "
+                              "once each objective spans [0, 1]"),
+    resume: int = typer.Option(None, "--resume", metavar="TRAINING_ID",
+                               help="continue a stored training from its last epoch, with its own recipe"),
+    cells: int = typer.Option(None, help="final N: nasnet and nb201 cells per stage (default: nasnet 2, nb201 5)"),
+    filters: int = typer.Option(None, help="final F: nasnet filters of the first stage (default: 16)"),
+    channels: int = typer.Option(None, help="final C: nb201 channels of the first stage (default: 16)"),
+    epochs: int = typer.Option(None, help="training epochs (default: 20)"),
+    batch_size: int = typer.Option(None, help="training batch size (default: 96)"),
+    train_limit: int = typer.Option(None, help="train on the first N training images"),
+    seed: int = typer.Option(None, help="the same recipe and seed give the same weights on the CPU (default: 0)"),
+    dataset: str = typer.Option(None, help="'digits', an .npz file or a CIFAR-10 folder, of the search's shape "
+                                "(default: the search's)"),
+    device: str = typer.Option(None, help="auto, cpu or cuda (default: auto)"),
+    spec_file: Path = typer.Option(None, "--spec", help="a JSON FinalTraining; flags override its fields"),
+    db: str = DB,
+) -> None:
+    """Retrain found candidates at final scale, one after another in this process, each epoch checkpointed in
+    the store; then print what each measures (test accuracy, MACs and FLOPs, params, CPU latency)."""
+    from .store import Store
+    from .trainings import create_trainings
+
+    recipe_flags = {"cells": cells, "filters": filters, "channels": channels, "epochs": epochs,
+                    "batch_size": batch_size, "train_limit": train_limit, "seed": seed, "dataset": dataset,
+                    "device": device}
+    chosen = [c for c, on in (("candidate ids", bool(candidate_ids)), ("--front", front), ("--knee", knee)) if on]
+    store = Store(db)
+    if resume is not None:
+        if search_id is not None or chosen or spec_file or any(v is not None for v in recipe_flags.values()):
+            raise DvolverError("--resume continues a stored training with its own recipe: give it alone")
+        if store.get_training(resume).status == "finished":  # refused here, before any bar is drawn: exit 2
+            raise ConflictError(f"training {resume} has finished; `dvolver training show {resume}` shows it")
+        ids = [resume]
+    else:
+        if search_id is None or len(chosen) != 1:
+            raise DvolverError("give SEARCH_ID and one of: candidate ids, --front or --knee (or --resume "
+                               "TRAINING_ID)")
+        recipe = _recipe_dict(spec_file, store.get_search(search_id).spec["space"], **recipe_flags)
+        ids = create_trainings(store, search_id, "front" if front else "knee" if knee else candidate_ids, recipe)
+    _run_trainings(store, ids, db)
+
+
+def _run_trainings(store: Any, ids: list[int], db: str | None) -> None:
+    from .cli_trainings import TrainingProgress, finished_line, print_trainings
+    from .trainings import run_training
+
+    progress = TrainingProgress([store.get_training(i) for i in ids])
+    failed = []
+    progress.bar.start()
+    try:
+        for index, training_id in enumerate(ids):
+            try:
+                done = run_training(store, training_id, lambda m, i=training_id: progress.epoch(i, m))
+            except KeyboardInterrupt:
+                progress.bar.stop()
+                queued = f" (still queued: {', '.join(map(str, ids[index + 1:]))})" if ids[index + 1:] else ""
+                err.print(f"\ntraining {training_id} interrupted; its epochs are saved. Continue with: dvolver train "
+                          f"--resume {training_id}" + (f" --db {db}" if db else "") + queued, highlight=False)
+                raise typer.Exit(130) from None
+            except Exception as exc:  # recorded on the training as failed: the others still run
+                failed.append(training_id)
+                err.print(f"training {training_id} failed: {exc}", highlight=False, markup=False)
+                continue
+            err.print(finished_line(done), highlight=False)
+    finally:
+        progress.bar.stop()
+    print_trainings([store.get_training(i) for i in ids], "table", f"trainings in {store.display_url}")
+    if failed:
+        err.print(f"{len(failed)} training(s) failed ({', '.join(map(str, failed))}); `dvolver training show ID` "
+                  "says why, and `dvolver train --resume ID` tries again", highlight=False)
+        raise typer.Exit(1)
+
+
+training_app = typer.Typer(no_args_is_help=True, help="Final trainings of found candidates (`dvolver train`).")
+app.add_typer(training_app, name="training")
+
+
+def _check_format(format: str) -> None:
+    if format not in ("table", "json"):
+        raise DvolverError(f"unknown format {format!r}; choose table or json")
+
+
+@training_app.command("list")
+def training_list(
+    search: int = typer.Option(None, "--search", help="only the trainings of this search"),
+    format: str = typer.Option("table", "--format", "-f", help="table or json"),
+    db: str = DB,
+) -> None:
+    """List the final trainings in the store."""
+    from .cli_trainings import print_trainings
+    from .store import Store
+
+    _check_format(format)
+    store = Store(db)
+    print_trainings(store.list_trainings(search), format, f"trainings in {store.display_url}")
+
+
+@training_app.command("show")
+def training_show(
+    training_id: int = typer.Argument(..., help="the training"),
+    format: str = typer.Option("table", "--format", "-f", help="table or json"),
+    db: str = DB,
+) -> None:
+    """Show a final training: its status, measures at the final scale, weights' SHA-256 and every epoch."""
+    from .cli_trainings import print_training
+    from .store import Store
+
+    _check_format(format)
+    print_training(Store(db).get_training(training_id), format)
 
 
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for the service.")

@@ -31,6 +31,9 @@ class Dialect:
     def lock_candidate(self, connection: Connection, search_id: int, key: str) -> None:
         """Recording one candidate key: its look-up and the write as one step."""
 
+    def lock_training(self, connection: Connection, training_id: int) -> None:
+        """Writing a training's epoch or end: its look-up and the write as one step."""
+
     def lock_owner(self, connection: Connection, owner: str | None) -> None:
         """Counting an owner's active searches after a write that may add one, so that two such
         writes at once cannot both pass a limit. Taken after that write, not first."""
@@ -49,6 +52,9 @@ class _SQLite(Dialect):
     def lock_candidate(self, connection: Connection, search_id: int, key: str) -> None:
         _write_lock(connection)
 
+    def lock_training(self, connection: Connection, training_id: int) -> None:
+        _write_lock(connection)
+
     # lock_owner: the write before the count already holds the one write lock.
 
 
@@ -62,6 +68,10 @@ class _PostgreSQL(Dialect):
     def lock_candidate(self, connection: Connection, search_id: int, key: str) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:search_id, hashtext(:key))"),
                            {"search_id": search_id, "key": key})
+
+    def lock_training(self, connection: Connection, training_id: int) -> None:
+        connection.execute(text("SELECT id FROM trainings WHERE id = :training_id FOR UPDATE"),
+                           {"training_id": training_id})
 
     def lock_owner(self, connection: Connection, owner: str | None) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": owner or ""})

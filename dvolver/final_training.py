@@ -101,7 +101,7 @@ def train_final(genome: tuple[int, ...], space_name: str, final: FinalTraining, 
     start = time.perf_counter()
     final = final.for_space(space_name)
     options = final.space_options(space_name, space_options)
-    space = _space(space_name, options, genome)
+    space = final_space(space_name, options, genome)
     dataset = data.load(final.dataset) if dataset is None else dataset
     run = _Run(space, tuple(int(g) for g in genome), space_name, options, final, dataset)
     if resume_state is not None:
@@ -294,7 +294,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, final: FinalTraining, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _space(name: str, options: dict[str, Any], genome: tuple[int, ...]) -> search_spaces.SearchSpace:
+def final_space(name: str, options: dict[str, Any], genome: tuple[int, ...]) -> search_spaces.SearchSpace:
+    """The space ``genome`` is built from at ``options`` (FinalTraining.space_options). Raises SpecError, naming
+    the recipe's scale, for options the space refuses, and for a genome not of the space."""
     if name not in search_spaces.SPACES:
         raise SpecError(f"unknown space {name!r}; choose among {', '.join(search_spaces.SPACES)}")
     try:

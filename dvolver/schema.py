@@ -30,8 +30,13 @@ def _from_0(connection: Connection, tables: MetaData) -> None:
         connection.execute(text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}'))
 
 
+def _from_1(connection: Connection, tables: MetaData) -> None:
+    """Version 2 adds the final trainings (`trainings`, `training_blobs`): new tables only."""
+    tables.create_all(connection)
+
+
 # UPGRADES[n] takes a store from version n to n + 1.
-UPGRADES: tuple[Callable[[Connection, MetaData], None], ...] = (_from_0,)
+UPGRADES: tuple[Callable[[Connection, MetaData], None], ...] = (_from_0, _from_1)
 SCHEMA_VERSION = len(UPGRADES)
 
 

@@ -4,9 +4,9 @@ A SQLite file by default, any SQLAlchemy URL (PostgreSQL included) otherwise. Th
 single source of truth: a search can be rebuilt from its rows, and every finished evaluation is
 committed, with its journal event, in one transaction as soon as it arrives. What a Store
 guarantees is written on the class; its methods come from one module per part (store_searches,
-store_leases, store_candidates, store_events) over store_core's tables. Beside it: dvolver.tokens
-(API tokens), dvolver.schema (the schema version and upgrades), dvolver.dialects (what SQLite and
-PostgreSQL do differently).
+store_leases, store_candidates, store_events, store_trainings) over store_core's tables. Beside it:
+dvolver.tokens (API tokens), dvolver.schema (the schema version and upgrades), dvolver.dialects (what
+SQLite and PostgreSQL do differently).
 """
 
 from __future__ import annotations
@@ -34,16 +34,20 @@ from .store_core import (
     Search,
     SearchRow,
     TokenRow,
+    Training,
+    TrainingBlobRow,
+    TrainingRow,
     WeightsRow,
     as_utc,
 )
 from .store_events import Events
 from .store_leases import Leases
 from .store_searches import Searches
+from .store_trainings import Trainings
 
 __all__ = ["ACTIVE_SEARCH_STATUSES", "DEFAULT_DB", "FINAL_STATUSES", "RESUMABLE_STATUSES", "SEARCH_STATUSES", "Base",
-           "Candidate", "CandidateRow", "EventRow", "Search", "SearchRow", "Store", "TokenRow", "WeightsRow", "as_utc",
-           "resolve_url"]
+           "Candidate", "CandidateRow", "EventRow", "Search", "SearchRow", "Store", "TokenRow", "Training",
+           "TrainingBlobRow", "TrainingRow", "WeightsRow", "as_utc", "resolve_url"]
 
 DEFAULT_DB = Path.home() / ".dvolver" / "dvolver.db"
 
@@ -58,8 +62,9 @@ def resolve_url(db: str | None = None) -> str:
     return f"sqlite:///{path}"
 
 
-class Store(Searches, Leases, Candidates, Events):
-    """The searches, their candidates, weights and journal, in one SQL database.
+class Store(Searches, Leases, Candidates, Events, Trainings):
+    """The searches, their candidates, weights and journal, and the final trainings of candidates, in one
+    SQL database.
 
     Concurrency: a Store may be shared by threads; every call opens its own session from the
     engine's pool and ends its own transaction before it returns. Processes (runners, API servers,
@@ -85,9 +90,13 @@ class Store(Searches, Leases, Candidates, Events):
     any process. Besides the errors each method names, a database that fails during a call raises
     sqlalchemy.exc.SQLAlchemyError, with the call's transaction rolled back.
 
+    Trainings: a final training's epochs are each committed with the checkpoint after them, in one
+    transaction, so a process killed at any point resumes from the last whole epoch.
+
     Parts: the methods come from Searches (dvolver.store_searches), Leases (store_leases),
-    Candidates (store_candidates) and Events (store_events), each with its part of this contract
-    on its class; what they share (the tables, the holder checks) is dvolver.store_core's.
+    Candidates (store_candidates), Events (store_events) and Trainings (store_trainings), each with
+    its part of this contract on its class; what they share (the tables, the holder checks) is
+    dvolver.store_core's.
     """
 
     def __init__(self, url: str | None = None) -> None:

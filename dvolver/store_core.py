@@ -2,7 +2,7 @@
 than one part uses, and StoreCore, the state and the holder checks each part's methods work with.
 
 dvolver.store assembles the Store from its parts (store_searches, store_leases, store_candidates,
-store_events) and re-exports what callers use from here; import these names from dvolver.store.
+store_events, store_trainings) and re-exports what callers use from here; import these names from dvolver.store.
 """
 
 from __future__ import annotations
@@ -99,6 +99,53 @@ class WeightsRow(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class TrainingRow(Base):
+    """A final training of one finished candidate at its final scale (dvolver.trainings): the recipe, each
+    epoch's metrics, and what the trained network measures. The store itself holds the latest checkpoint
+    and the final weights, as bytes in TrainingBlobRow; this row holds their SHA-256, no file path."""
+
+    __tablename__ = "trainings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"), index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"), index=True)
+    genome: Mapped[list[int]] = mapped_column(JSON)
+    space: Mapped[str] = mapped_column(String(100))
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON)  # the FinalTraining, as the space fills it in
+    # queued until a process takes it, then running, then finished, failed or cancelled; every status but
+    # finished can be taken again, and resumes from the last checkpoint
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0)  # epochs committed, each with its checkpoint
+    epochs: Mapped[int] = mapped_column(Integer)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # one dict per epoch
+    val_acc: Mapped[float | None] = mapped_column(Float)
+    test_acc: Mapped[float | None] = mapped_column(Float)
+    macs: Mapped[int | None] = mapped_column(BigInteger)
+    flops: Mapped[int | None] = mapped_column(BigInteger)  # 2 x macs
+    params: Mapped[int | None] = mapped_column(BigInteger)
+    latency_ms: Mapped[float | None] = mapped_column(Float)  # CPU, batch 1
+    check_outputs: Mapped[list[list[float]] | None] = mapped_column(JSON)  # what its exports are held to
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    weights_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(200), index=True)  # the search's, when it was created
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainingBlobRow(Base):
+    """A training's bytes: its latest checkpoint (kind "checkpoint", while it trains) and its final weights
+    (kind "weights", a state_dict as torch.save bytes)."""
+
+    __tablename__ = "training_blobs"
+
+    training_id: Mapped[int] = mapped_column(ForeignKey("trainings.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class TokenRow(Base):
     """An API token; only its SHA-256 is kept, so a leaked database leaks no token."""
 
@@ -153,6 +200,35 @@ class Candidate:
     seconds: float | None
 
 
+@dataclass(frozen=True)
+class Training:
+    id: int
+    search_id: int
+    candidate_id: int
+    genome: tuple[int, ...]
+    space: str
+    recipe: dict[str, Any]
+    status: str
+    epoch: int
+    epochs: int
+    history: list[dict[str, Any]]
+    val_acc: float | None
+    test_acc: float | None
+    macs: int | None
+    flops: int | None
+    params: int | None
+    latency_ms: float | None
+    check_outputs: list[list[float]] | None
+    checkpoint_sha256: str | None
+    weights_sha256: str | None
+    error: str | None
+    owner: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
 def _search(row: SearchRow) -> Search:
     return Search(row.id, row.name, row.status, row.seed, row.spec, row.versions, dict(row.stats or {}), row.error,
                   as_utc(row.created_at), as_utc(row.started_at), as_utc(row.finished_at), row.owner, row.runner,
@@ -167,6 +243,14 @@ def as_utc(moment: datetime | None) -> datetime | None:
 def _candidate(row: CandidateRow) -> Candidate:
     return Candidate(row.id, row.search_id, row.key, tuple(row.genome), row.status, dict(row.objectives or {}),
                      dict(row.metrics or {}), row.error, row.worker, row.seconds)
+
+
+def _training(row: TrainingRow) -> Training:
+    return Training(row.id, row.search_id, row.candidate_id, tuple(row.genome), row.space, dict(row.recipe),
+                    row.status, row.epoch, row.epochs, list(row.history or []), row.val_acc, row.test_acc, row.macs,
+                    row.flops, row.params, row.latency_ms, row.check_outputs, row.checkpoint_sha256,
+                    row.weights_sha256, row.error, row.owner, as_utc(row.created_at), as_utc(row.updated_at),
+                    as_utc(row.started_at), as_utc(row.finished_at))
 
 
 def _search_filter(query: Any, status: str | tuple[str, ...] | None, owner: str | None) -> Any:

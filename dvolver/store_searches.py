@@ -14,6 +14,8 @@ from .store_core import (
     Search,
     SearchRow,
     StoreCore,
+    TrainingBlobRow,
+    TrainingRow,
     WeightsRow,
     _cannot,
     _search,
@@ -90,11 +92,14 @@ class Searches(StoreCore):
             return False
 
     def delete_search(self, search_id: int) -> None:
-        """Deletes the search with its candidates, weights and journal, all or nothing. Raises
+        """Deletes the search with its candidates, weights, trainings and journal, all or nothing. Raises
         NotFoundError for no search, ConflictError for a running one."""
         with self._session.begin() as s:
             candidate_ids = select(CandidateRow.id).where(CandidateRow.search_id == search_id)
+            training_ids = select(TrainingRow.id).where(TrainingRow.search_id == search_id)
             # Explicit deletes: SQLite only cascades with foreign keys on, which other tools may not set.
+            s.execute(delete(TrainingBlobRow).where(TrainingBlobRow.training_id.in_(training_ids)))
+            s.execute(delete(TrainingRow).where(TrainingRow.search_id == search_id))
             s.execute(delete(WeightsRow).where(WeightsRow.candidate_id.in_(candidate_ids)))
             s.execute(delete(CandidateRow).where(CandidateRow.search_id == search_id))
             s.execute(delete(EventRow).where(EventRow.search_id == search_id))

@@ -3,7 +3,8 @@
     CRASH_AT=<moment>:<n> TRAINING_LOG=<file> python tests/engine/crash_driver.py search --db ...
 
 The moments are observed from outside Dvolver's code: the evaluation function the engine hands to
-its executor is wrapped, and SQLAlchemy's session events see each transaction. Nothing in Dvolver
+its executor is wrapped, the optimiser step of a final training too, and SQLAlchemy's session events
+see each transaction. Nothing in Dvolver
 is changed; the process is simply killed, as `kill -9` would.
 
 - evaluate:n   as the n-th training starts (before its result exists)
@@ -13,7 +14,13 @@ is changed; the process is simply killed, as `kill -9` would.
 - rung:n       just after the n-th rung result below the last is committed (early stopping: a candidate
                is between two rungs, its checkpoint in the store)
 
-Each training that completes appends its genome to TRAINING_LOG, so a test can count trainings.
+Final trainings (`dvolver train`):
+- step:n         as the n-th optimiser step starts (mid-epoch, between two checkpoints)
+- epoch_store:n  inside the transaction that records the n-th epoch and its checkpoint, flushed, not committed
+- epoch:n        just after the n-th epoch and its checkpoint are committed
+
+Each training that completes appends its genome to TRAINING_LOG, so a test can count trainings; each epoch of
+a final training that is committed appends {"epoch": n}, so a test can tell which epochs a process trained.
 """
 
 from __future__ import annotations
@@ -28,13 +35,14 @@ from sqlalchemy.orm import Session
 
 import dvolver.dispatch as dispatch
 import dvolver.engine as engine
+import dvolver.final_training as final_training
 from dvolver.cli import main
-from dvolver.store import CandidateRow
+from dvolver.store import CandidateRow, Store, TrainingBlobRow
 
 MOMENT, _, NTH = os.environ.get("CRASH_AT", "").partition(":")
 # Read here, not in the evaluation: a Ray worker runs a copy of the evaluation without this environment.
 TRAINING_LOG = os.environ["TRAINING_LOG"]
-counts = {"evaluate": 0, "store": 0, "committed": 0, "reused": 0, "rung": 0}
+counts = {"evaluate": 0, "store": 0, "committed": 0, "reused": 0, "rung": 0, "step": 0, "epoch_store": 0, "epoch": 0}
 
 
 def _reached(moment: str) -> None:
@@ -67,6 +75,28 @@ def _counted_accept(self, record, reused=False):
 
 engine.SearchLoop._accept = _counted_accept
 
+_optimizer_step = final_training.optimizer_step
+
+
+def _counted_step(*args, **kwargs):
+    _reached("step")
+    return _optimizer_step(*args, **kwargs)
+
+
+final_training.optimizer_step = _counted_step
+
+_record_epoch = Store.record_epoch
+
+
+def _counted_record_epoch(self, training_id, metrics, checkpoint):
+    _record_epoch(self, training_id, metrics, checkpoint)
+    with open(TRAINING_LOG, "a") as log:
+        log.write(json.dumps({"epoch": metrics["epoch"]}) + "\n")
+    _reached("epoch")
+
+
+Store.record_epoch = _counted_record_epoch
+
 
 @event.listens_for(Session, "before_flush")
 def _before_flush(session, _context, _instances):
@@ -75,6 +105,8 @@ def _before_flush(session, _context, _instances):
         session.info["records_result"] = "flushing"
     if any(o.status == "pending" and (o.metrics or {}).get("rungs") for o in rows):
         session.info["records_rung"] = True
+    if any(isinstance(o, TrainingBlobRow) and o.kind == "checkpoint" for o in (*session.new, *session.dirty)):
+        session.info["records_epoch"] = True
 
 
 @event.listens_for(Session, "after_flush")
@@ -82,6 +114,8 @@ def _after_flush(session, _context):
     if session.info.get("records_result") == "flushing":  # the result's row is written, not committed
         session.info["records_result"] = "flushed"
         _reached("store")
+    if session.info.pop("records_epoch", False):  # the epoch and its checkpoint are written, not committed
+        _reached("epoch_store")
 
 
 @event.listens_for(Session, "after_commit")

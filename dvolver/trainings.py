@@ -1,0 +1,170 @@
+"""Final trainings as jobs in the store (issue 19): the candidates of a search chosen for retraining at final
+scale, every one checked before anything is stored, and one training run to its end in this process.
+
+`create_trainings` refuses, creating nothing, a candidate that is not in the search or has not finished, a
+recipe at a scale the candidate's space cannot build, and a dataset whose images or classes differ from the
+search's. `run_training` runs `train_final`, committing every epoch with the checkpoint after it, resumes from
+the last checkpoint stored, and records what the trained network measures at its final scale: test accuracy,
+fvcore's MACs (FLOPs = 2 x MACs) and params, CPU latency, its outputs for the exports to be held to, and its
+weights with their SHA-256. Trainings run one at a time here; runners and Ray workers do not take them yet.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from . import costs, data, output_check
+from .errors import ConflictError, DatasetError, NotFoundError, SpecError, StoreError
+from .evaluation import _torch_threads
+from .final_spec import FinalTraining
+from .final_training import EpochMetrics, FinalResult, final_space, train_final
+from .front import minimised, pareto_front
+from .pareto import knee_point
+from .run_stats import RunStats
+from .spec import SearchSpec
+from .store import Candidate, Search, Store, Training
+from .store_trainings import CHECKPOINT, sha256
+
+Choice = Sequence[int] | Literal["front", "knee"]
+
+
+def create_trainings(store: Store, search_id: int, candidates: Choice,
+                     recipe: FinalTraining | dict[str, Any] | None = None) -> list[int]:
+    """Queues a final training of each candidate named (ids of the search's finished candidates), of the
+    search's front ("front"), or of its knee ("knee", pareto.knee_point); returns their ids. The recipe's
+    dataset is the search's unless it names one. Raises a DvolverError naming the field at fault, having
+    created nothing, when any candidate or the recipe cannot be trained."""
+    search = store.get_search(search_id)
+    spec = SearchSpec.from_stored(search.spec)
+    if spec.pruning is not None:
+        raise SpecError(f"candidates: search {search_id} searched pruned networks; final training retrains "
+                        "unpruned architectures only")
+    final = _recipe(recipe, spec)
+    dataset = data.load(final.dataset)
+    _check_shape(search, final.dataset, dataset)
+    entries = []
+    for candidate in _chosen(store, search_id, spec, candidates):
+        filled = _buildable(candidate, spec, final, dataset)
+        entries.append({"candidate_id": candidate.id, "genome": candidate.genome, "space": spec.space,
+                        "recipe": filled.model_dump(mode="json"), "epochs": filled.epochs})
+    return store.create_trainings(search_id, entries)
+
+
+def run_training(store: Store, training_id: int,
+                 on_epoch: Callable[[EpochMetrics], None] | None = None) -> Training:
+    """Runs the training to its end in this process, from its last stored checkpoint if it has one, and
+    returns it finished. ``on_epoch`` is told each epoch once it is committed. On the CPU, with the same
+    number of torch threads, a training killed and resumed ends with the weights of a straight one, bit for
+    bit. A failure marks it failed and an interrupt (Ctrl-C) cancelled, each keeping its last checkpoint to
+    resume from; both are raised again."""
+    training = store.take_training(training_id)
+    try:
+        spec = SearchSpec.from_stored(store.get_search(training.search_id).spec)
+        result = _train(store, training, spec, on_epoch)
+        assert result.weights is not None  # train_final runs every epoch when no until_epoch is given
+        store.finish_training(training_id, _measure(result, training, spec), result.weights)
+    except KeyboardInterrupt:
+        store.stop_training(training_id, "cancelled", f"interrupted; `dvolver train --resume {training_id}` "
+                            "continues from its last epoch")
+        raise
+    except Exception as exc:
+        store.stop_training(training_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    return store.get_training(training_id)
+
+
+def _recipe(recipe: FinalTraining | dict[str, Any] | None, spec: SearchSpec) -> FinalTraining:
+    values = recipe.model_dump(exclude_unset=True) if isinstance(recipe, FinalTraining) else dict(recipe or {})
+    values.setdefault("dataset", spec.dataset)  # retrained on what it was found on, unless told otherwise
+    return FinalTraining.from_dict(values)
+
+
+def _check_shape(search: Search, source: str, dataset: data.Dataset) -> None:
+    stats = RunStats.from_dict(search.stats)
+    if stats.input_shape is None:  # a table search trained nothing: there is no shape to hold the data to
+        return
+    found, ran = (dataset.input_shape, dataset.num_classes), (tuple(stats.input_shape), stats.num_classes)
+    if found != ran:
+        raise DatasetError(f"dataset: {source} holds {_shape(*found)}, and search {search.id} ran on "
+                           f"{_shape(*ran)}: retrain on data of the search's shape")
+
+
+def _shape(input_shape: tuple[int, ...], num_classes: int | None) -> str:
+    return f"{'x'.join(map(str, input_shape))} images in {num_classes} classes"
+
+
+def _chosen(store: Store, search_id: int, spec: SearchSpec, candidates: Choice) -> list[Candidate]:
+    if candidates in ("front", "knee"):
+        front = pareto_front(store.candidates(search_id, ("finished",)), spec)
+        if not front:
+            raise ConflictError(f"candidates: search {search_id} has no front yet: no candidate has finished "
+                                "within its constraints")
+        if candidates == "knee":
+            front = [front[knee_point(np.array([minimised(c, spec.objectives) for c in front]))]]
+        return front
+    if isinstance(candidates, str):
+        raise SpecError(f"candidates: give candidate ids, 'front' or 'knee', not {candidates!r}")
+    chosen = []
+    for candidate_id in dict.fromkeys(int(i) for i in candidates):
+        try:
+            candidate = store.candidate(search_id, candidate_id)
+        except NotFoundError:
+            raise NotFoundError(f"candidates: search {search_id} has no candidate {candidate_id}; "
+                                f"`dvolver front {search_id}` lists its front") from None
+        if candidate.status != "finished":
+            raise ConflictError(f"candidates: candidate {candidate_id} of search {search_id} is {candidate.status}, "
+                                "not finished: only a finished candidate can be retrained")
+        chosen.append(candidate)
+    if not chosen:
+        raise SpecError("candidates: name at least one candidate, or choose the search's front or its knee")
+    return chosen
+
+
+def _buildable(candidate: Candidate, spec: SearchSpec, final: FinalTraining, dataset: data.Dataset) -> FinalTraining:
+    """The recipe as this candidate's space fills it in, once its network is built at the recipe's scale."""
+    filled = final.for_space(spec.space)
+    space = final_space(spec.space, filled.space_options(spec.space, spec.space_options), candidate.genome)
+    aux = {"aux_head": True} if filled.aux_weight else {}
+    try:
+        space.build(candidate.genome, dataset.input_shape, dataset.num_classes, **aux)
+    except Exception as exc:  # whatever a space raises while building, this scale does not build
+        raise SpecError(f"invalid final training: scale: candidate {candidate.id}'s {spec.space} network cannot "
+                        f"be built at {filled.scale.model_dump()}: {exc}") from None
+    return filled
+
+
+def _train(store: Store, training: Training, spec: SearchSpec,
+           on_epoch: Callable[[EpochMetrics], None] | None) -> FinalResult:
+    checkpoint = store.training_bytes(training.id, CHECKPOINT)
+    if checkpoint is not None and sha256(checkpoint) != training.checkpoint_sha256:
+        raise StoreError(f"training {training.id}'s checkpoint does not match its SHA-256 in the store: it was "
+                         "changed outside Dvolver; start a new training")
+
+    def record(metrics: EpochMetrics, checkpoint_of: Callable[[], bytes]) -> None:
+        store.record_epoch(training.id, asdict(metrics), checkpoint_of())
+        if on_epoch is not None:
+            on_epoch(metrics)
+
+    return train_final(training.genome, training.space, FinalTraining.from_dict(training.recipe),
+                       space_options=spec.space_options, resume_state=checkpoint, on_epoch=record)
+
+
+def _measure(result: FinalResult, training: Training, spec: SearchSpec) -> dict[str, Any]:
+    """The deployed network, built from its weights at the final scale, counted and timed as the search
+    counts and times its candidates (the same threads and repeats)."""
+    assert result.weights is not None and result.test_acc is not None
+    space = final_space(training.space, result.space_options, training.genome)
+    net = space.build(training.genome, result.input_shape, result.num_classes)
+    net.load_state_dict(torch.load(io.BytesIO(result.weights), weights_only=True))
+    counted = costs.count(net, result.input_shape)
+    with _torch_threads(spec.resources.cpus_per_eval):
+        latency = costs.latency_ms(net, result.input_shape, spec.training.latency_repeats)
+    return {"val_acc": result.val_acc, "test_acc": result.test_acc, "macs": counted.macs, "flops": counted.flops,
+            "params": counted.params, "latency_ms": latency,
+            "check_outputs": output_check.record(net, result.input_shape)}
