@@ -501,6 +501,8 @@ def train(
     front: bool = typer.Option(False, "--front", help="retrain every member of the search's front"),
     knee: bool = typer.Option(False, "--knee", help="retrain the front's knee: the member nearest the ideal point "
                               "once each objective spans [0, 1]"),
+    genome: str = typer.Option(None, "--genome", help="retrain a reference architecture instead, for comparison: "
+                               "nasnet-a, or a genome of the search's space as a JSON list"),
     resume: int = typer.Option(None, "--resume", metavar="TRAINING_ID",
                                help="continue a stored training from its last epoch, with its own recipe"),
     cells: int = typer.Option(None, help="final N: nasnet and nb201 cells per stage (default: nasnet 2, nb201 5)"),
@@ -519,12 +521,13 @@ def train(
     """Retrain found candidates at final scale, one after another in this process, each epoch checkpointed in
     the store; then print what each measures (test accuracy, MACs and FLOPs, params, CPU latency)."""
     from .store import Store
-    from .trainings import create_trainings
+    from .trainings import create_reference, create_trainings
 
     recipe_flags = {"cells": cells, "filters": filters, "channels": channels, "epochs": epochs,
                     "batch_size": batch_size, "train_limit": train_limit, "seed": seed, "dataset": dataset,
                     "device": device}
-    chosen = [c for c, on in (("candidate ids", bool(candidate_ids)), ("--front", front), ("--knee", knee)) if on]
+    chosen = [c for c, on in (("candidate ids", bool(candidate_ids)), ("--front", front), ("--knee", knee),
+                              ("--genome", genome is not None)) if on]
     store = Store(db)
     if resume is not None:
         if search_id is not None or chosen or spec_file or any(v is not None for v in recipe_flags.values()):
@@ -534,10 +537,13 @@ def train(
         ids = [resume]
     else:
         if search_id is None or len(chosen) != 1:
-            raise DvolverError("give SEARCH_ID and one of: candidate ids, --front or --knee (or --resume "
+            raise DvolverError("give SEARCH_ID and one of: candidate ids, --front, --knee or --genome (or --resume "
                                "TRAINING_ID)")
         recipe = _recipe_dict(spec_file, store.get_search(search_id).spec["space"], **recipe_flags)
-        ids = create_trainings(store, search_id, "front" if front else "knee" if knee else candidate_ids, recipe)
+        if genome is not None:
+            ids = [create_reference(store, search_id, genome, recipe)]
+        else:
+            ids = create_trainings(store, search_id, "front" if front else "knee" if knee else candidate_ids, recipe)
     _run_trainings(store, ids, db)
 
 
@@ -608,6 +614,42 @@ def training_show(
 
     _check_format(format)
     print_training(Store(db).get_training(training_id), format)
+
+
+@training_app.command("compare")
+def training_compare(
+    search_id: int = typer.Argument(..., help="the search whose finished trainings to compare with its proxy"),
+    format: str = typer.Option("table", "--format", "-f", help="table or json"),
+    db: str = DB,
+) -> None:
+    """How the proxy ranking survived final training: Kendall tau and Spearman rho between proxy and final
+    accuracy, the final front against the proxy front, and the proxy-front members that fell off it."""
+    from .cli_trainings import print_survival
+    from .rank_survival import survival
+    from .store import Store
+
+    _check_format(format)
+    print_survival(survival(Store(db), search_id), format)
+
+
+@training_app.command("export")
+def training_export(
+    training_id: int = typer.Argument(..., help="a finished training"),
+    format: str = typer.Option("state_dict", "--format", "-f", help="genotype, state_dict, torch_export or onnx"),
+    output: Path = typer.Option(None, "--out", "--output", "-o", help="where to write it [training<T>.<ext>]"),
+    db: str = DB,
+) -> None:
+    """Write a finished training's network out as a file at its final scale; it is loaded back and checked
+    against the outputs its training recorded."""
+    from .export import export_training
+    from .store import Store
+
+    out = export_training(Store(db), training_id, format)
+    path = output or Path(out.filename)
+    path.write_bytes(out.data)
+    checked = f"; its outputs match {CHECKED[out.checked_against]}" if out.checked_against else ""
+    err.print(f"{format} of training {training_id} written to {path} ({len(out.data)} bytes){checked}",
+              highlight=False)
 
 
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for the service.")

@@ -142,7 +142,8 @@ def print_front(res: SearchResult, fmt: str) -> None:
 
 
 CHECKED = {"evaluation": "those recorded when it was evaluated",
-            "stored weights": "the network built from its stored weights (no outputs were recorded at evaluation)"}
+           "training": "those recorded when its training finished",
+           "stored weights": "the network built from its stored weights (no outputs were recorded at evaluation)"}
 
 
 def print_run_summary(stats: RunStats) -> None:

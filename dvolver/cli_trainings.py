@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from .jsonable import finite
 
 if TYPE_CHECKING:  # the trainings import torch; printing must not
     from .final_training import EpochMetrics
+    from .rank_survival import Survival
     from .store import Training
 
 # What a training's JSON leaves out of a list: the recipe and history are in `dvolver training show`.
@@ -60,7 +62,8 @@ def training_json(t: Training, detail: bool = True) -> dict[str, Any]:
     counted by fvcore, CPU latency at batch 1), the SHA-256 of its weights; with `detail`, its recipe and the
     metrics of every epoch (`history`)."""
     out: dict[str, Any] = {
-        "id": t.id, "search_id": t.search_id, "candidate_id": t.candidate_id, "space": t.space, "status": t.status,
+        "id": t.id, "search_id": t.search_id, "candidate_id": t.candidate_id, "reference": t.candidate_id is None,
+        "space": t.space, "status": t.status,
         "epoch": t.epoch, "epochs": t.epochs, "val_acc": t.val_acc, "test_acc": t.test_acc, "macs": t.macs,
         "flops": t.flops, "params": t.params, "latency_ms": t.latency_ms, "weights_sha256": t.weights_sha256,
         "checkpoint_sha256": t.checkpoint_sha256, "error": t.error, "owner": t.owner, "genome": list(t.genome),
@@ -79,7 +82,8 @@ def print_trainings(trainings: list[Training], fmt: str, title: str) -> None:
                    "params", "CPU latency ms"):
         table.add_column(column, justify="right")
     for t in trainings:
-        table.add_row(str(t.id), str(t.search_id), str(t.candidate_id), t.status, f"{t.epoch}/{t.epochs}",
+        table.add_row(str(t.id), str(t.search_id), "reference" if t.candidate_id is None else str(t.candidate_id),
+                      t.status, f"{t.epoch}/{t.epochs}",
                       *(human(v) for v in (t.val_acc, t.test_acc, t.macs, t.flops, t.params, t.latency_ms)))
     console.print(table)
 
@@ -88,7 +92,7 @@ def print_training(t: Training, fmt: str) -> None:
     if fmt == "json":
         sys.stdout.write(json.dumps(training_json(t), indent=2) + "\n")
         return
-    print_trainings([t], "table", f"training {t.id}: candidate {t.candidate_id} of search {t.search_id}, {t.space}")
+    print_trainings([t], "table", f"training {t.id}: {_network(t)} of search {t.search_id}, {t.space}")
     if t.error:
         console.print(f"error: {t.error}", highlight=False, markup=False)
     if t.weights_sha256:
@@ -102,7 +106,40 @@ def print_training(t: Training, fmt: str) -> None:
     console.print(history)
 
 
+def _network(t: Training) -> str:
+    """What a training retrains: a candidate, or a reference architecture (which has none)."""
+    return "reference" if t.candidate_id is None else f"candidate {t.candidate_id}"
+
+
 def finished_line(t: Training) -> str:
-    return (f"training {t.id} (candidate {t.candidate_id}) finished: val acc {t.val_acc:.2f} %, test acc "
+    return (f"training {t.id} ({_network(t)}) finished: val acc {t.val_acc:.2f} %, test acc "
             f"{t.test_acc:.2f} %, {human(t.macs)} MACs ({human(t.flops)} FLOPs), {human(t.params)} params, "
             f"{t.latency_ms:.2f} ms CPU latency; weights sha256 {t.weights_sha256}")
+
+
+def print_survival(s: Survival, fmt: str) -> None:
+    """How the search's proxy ranking survived final training: the rank correlations, then the fronts."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(finite(asdict(s)), indent=2) + "\n")
+        return
+    table = Table(title=f"search {s.search_id}: proxy accuracy against final accuracy")
+    for column in ("training", "candidate", "proxy acc %", "final val acc %", "final test acc %"):
+        table.add_column(column, justify="right")
+    for p in s.pairs:
+        table.add_row(*(str(p[k]) for k in ("training", "candidate")),
+                      *(f"{p[k]:.2f}" for k in ("proxy_acc", "val_acc", "test_acc")))
+    console.print(table)
+    for name, value in (("Kendall tau, proxy vs final val", s.kendall_tau_val),
+                        ("Spearman rho, proxy vs final val", s.spearman_rho_val),
+                        ("Kendall tau, proxy vs final test", s.kendall_tau_test),
+                        ("Spearman rho, proxy vs final test", s.spearman_rho_test)):
+        console.print(f"{name}: {'-' if value is None else f'{value:.3f}'}", highlight=False)
+    console.print(f"proxy front (candidates): {_ids(s.proxy_front)}; final front over "
+                  f"{', '.join(s.objectives)} (trainings): {_ids(s.final_front)}; references (trainings): "
+                  f"{_ids(s.references)}", highlight=False)
+    console.print(f"fell off the final front (candidates): {_ids(s.fell_off)}; not retrained: "
+                  f"{_ids(s.not_retrained)}", highlight=False)
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids)) or "none"

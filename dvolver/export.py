@@ -5,7 +5,8 @@ torch.export.load, onnxruntime) and must reproduce the outputs the candidate's e
 from the network it trained (`output_check`), so a broken export, or stored weights that are not the
 ones evaluated, fail here rather than on the user's machine. Candidates evaluated before outputs were
 recorded can only be checked against the eager model built from their stored weights; `Exported`
-says which check was made.
+says which check was made. A finished final training exports the same way, built at its final scale and
+held to the outputs its training recorded at the end.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +28,16 @@ from torch import nn
 import search_spaces
 
 from . import data, output_check
-from .errors import DvolverError
+from .errors import ConflictError, DvolverError
+from .final_spec import FinalTraining
 from .jsonable import finite
 from .pruning.shrink import shrink
 from .spec import SearchSpec
-from .store import Store
+from .store import Search, Store
+from .store_trainings import WEIGHTS
 
 FORMATS = ("genotype", "state_dict", "sparse", "torch_export", "onnx")
+TRAINING_FORMATS = tuple(f for f in FORMATS if f != "sparse")  # a final training retrains unpruned networks
 TOLERANCE = 1e-4  # max abs difference in logits between the file and what it is checked against
 _SUFFIXES = {"state_dict": "pt", "sparse": "pt", "torch_export": "pt2", "onnx": "onnx"}
 _METADATA_KEY = "dvolver.json"  # the genotype, embedded in .pt2 and .onnx files so they describe themselves
@@ -49,8 +54,9 @@ class Exported:
     data: bytes
     media_type: str
     filename: str
-    # "evaluation": outputs match those recorded when the candidate was evaluated; "stored weights": only
-    # the eager model built from the stored weights was there to compare with; None: no model in the file.
+    # "evaluation": outputs match those recorded when the candidate was evaluated; "training": those its final
+    # training recorded; "stored weights": only the eager model built from the stored weights was there to
+    # compare with; None: no model in the file.
     checked_against: str | None = None
 
 
@@ -64,12 +70,13 @@ def formats(metrics: Mapping[str, Any], has_weights: bool) -> tuple[str, ...]:
 def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: bytes | None,
            input_shape: tuple[int, int, int] | None, num_classes: int | None, name: str,
            info: dict | None = None, pruning: Mapping[str, Any] | None = None,
-           recorded: list[list[float]] | None = None) -> Exported:
+           recorded: list[list[float]] | None = None, recorded_by: str = "evaluation") -> Exported:
     """Export one candidate. `weights` is its trained state_dict as `torch.save` bytes, or None.
 
     `pruning`: the candidate's pruning record (its metrics' "pruning"); filters it removed are removed
     from the network built here too, so the weights of the narrower network fit it. `recorded`: the
-    logits its evaluation recorded (`output_check`), which every model format must reproduce."""
+    logits its evaluation recorded (`output_check`), which every model format must reproduce; `recorded_by`
+    says what recorded them ("evaluation" or "training")."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose among {', '.join(FORMATS)}")
     genome = tuple(int(g) for g in genome)
@@ -100,7 +107,7 @@ def export(spec: SearchSpec, genome: tuple[int, ...], fmt: str, *, weights: byte
     model = fresh_model()
     x = output_check.check_input(input_shape)
     if recorded is not None:
-        expected, checked_against = torch.tensor(recorded, dtype=torch.float32), "evaluation"
+        expected, checked_against = torch.tensor(recorded, dtype=torch.float32), recorded_by
     else:
         with torch.no_grad():
             expected, checked_against = model(x), "stored weights"
@@ -209,7 +216,7 @@ def _onnx(model: nn.Module, x: torch.Tensor, genotype: bytes) -> tuple[bytes, Ca
 
 
 def _check(fmt: str, expected: torch.Tensor, got: torch.Tensor, against: str = "stored weights") -> None:
-    what = "the network as evaluated" if against == "evaluation" else "the model"
+    what = {"evaluation": "the network as evaluated", "training": "the network as trained"}.get(against, "the model")
     if got.shape != expected.shape:
         raise ExportError(f"the {fmt} export gives outputs of shape {tuple(got.shape)}, "
                           f"{what} {tuple(expected.shape)}")
@@ -226,20 +233,55 @@ def export_candidate(store: Store, search_id: int, candidate_id: int, fmt: str) 
     search = store.get_search(search_id)
     spec = SearchSpec.from_stored(search.spec)
     found = store.candidate(search_id, candidate_id)
-    shape, classes = search.stats.get("input_shape"), search.stats.get("num_classes")
-    if (shape is None or classes is None) and not spec.table_mode:  # searches stored before these stats
-        dataset = data.load(spec.dataset)
-        shape, classes = dataset.input_shape, dataset.num_classes
-    try:
+    shape, classes = _trained_shape(search, None if spec.table_mode else spec.dataset)
+    with _failures_as_export_errors(f"candidate {candidate_id}", fmt):
         if fmt == "sparse" and fmt not in formats(found.metrics, True):
             raise ExportError(f"candidate {candidate_id} has no masked weights to store sparse (it was not pruned by "
                               "an unstructured method); export it as state_dict")
-        return export(spec, found.genome, fmt, weights=store.weights(candidate_id),
-                      input_shape=tuple(shape) if shape else None, num_classes=classes,
-                      name=f"search{search_id}-candidate{candidate_id}",
+        return export(spec, found.genome, fmt, weights=store.weights(candidate_id), input_shape=shape,
+                      num_classes=classes, name=f"search{search_id}-candidate{candidate_id}",
                       info={"key": found.key, "objectives": found.objectives, "metrics": found.metrics},
                       pruning=found.metrics.get("pruning"), recorded=found.metrics.get(output_check.METRIC))
+
+
+def export_training(store: Store, training_id: int, fmt: str) -> Exported:
+    """A finished final training's network out as `fmt`, built at its final scale, its outputs held to those
+    its training recorded. Raises ConflictError, writing nothing, for a training that has not finished."""
+    training = store.get_training(training_id)
+    if training.status != "finished":
+        raise ConflictError(f"training {training_id} is {training.status}, not finished: only a finished training "
+                            f"can be exported (`dvolver train --resume {training_id}` finishes it)")
+    if fmt not in TRAINING_FORMATS:
+        raise ExportError(f"format: a training exports as {', '.join(TRAINING_FORMATS)}, not {fmt!r}")
+    search = store.get_search(training.search_id)
+    recipe = FinalTraining.from_dict(training.recipe)
+    spec = SearchSpec.from_stored(search.spec)
+    # The search's space at the recipe's scale: the network the training built and deployed.
+    at_scale = spec.model_copy(update={"space_options": recipe.space_options(training.space, spec.space_options)})
+    shape, classes = _trained_shape(search, recipe.dataset)
+    with _failures_as_export_errors(f"training {training_id}", fmt):
+        return export(at_scale, training.genome, fmt, weights=store.training_bytes(training_id, WEIGHTS),
+                      input_shape=shape, num_classes=classes, name=f"training{training_id}",
+                      info={"training": training_id, "search": training.search_id, "candidate": training.candidate_id,
+                            "recipe": training.recipe, "val_acc": training.val_acc, "test_acc": training.test_acc},
+                      recorded=training.check_outputs, recorded_by="training")
+
+
+def _trained_shape(search: Search, dataset: str | None) -> tuple[tuple[int, int, int] | None, int | None]:
+    """The input shape and class count the search trained on; read from `dataset` for a search stored before
+    these stats, and None for a table search, which trained nothing (`dataset` None)."""
+    shape, classes = search.stats.get("input_shape"), search.stats.get("num_classes")
+    if (shape is None or classes is None) and dataset is not None:
+        loaded = data.load(dataset)
+        shape, classes = loaded.input_shape, loaded.num_classes
+    return (tuple(shape) if shape else None), classes
+
+
+@contextmanager
+def _failures_as_export_errors(what: str, fmt: str) -> Iterator[None]:
+    try:
+        yield
     except DvolverError:
         raise
     except Exception as exc:  # a tracer or exporter failing on this network: a user error, not a crash
-        raise ExportError(f"exporting candidate {candidate_id} as {fmt} failed: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(f"exporting {what} as {fmt} failed: {type(exc).__name__}: {exc}") from exc

@@ -35,8 +35,28 @@ def _from_1(connection: Connection, tables: MetaData) -> None:
     tables.create_all(connection)
 
 
+def _from_2(connection: Connection, tables: MetaData) -> None:
+    """Version 3 lets a training have no candidate (`trainings.candidate_id` nullable): a reference
+    architecture retrained beside a search's candidates. PostgreSQL drops the constraint in place. SQLite
+    cannot, so both training tables are copied aside, dropped (the bytes first: with foreign keys on,
+    dropping `trainings` would cascade into them) and created again as declared, then filled back."""
+    if connection.dialect.name != "sqlite":
+        connection.execute(text("ALTER TABLE trainings ALTER COLUMN candidate_id DROP NOT NULL"))
+        return
+    rebuilt = [tables.tables["trainings"], tables.tables["training_blobs"]]
+    for table in rebuilt:
+        connection.execute(text(f"CREATE TEMP TABLE old_{table.name} AS SELECT * FROM {table.name}"))
+    for table in reversed(rebuilt):
+        connection.execute(text(f"DROP TABLE {table.name}"))
+    tables.create_all(connection, tables=rebuilt)
+    for table in rebuilt:
+        columns = ", ".join(f'"{c.name}"' for c in table.columns)
+        connection.execute(text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM old_{table.name}"))
+        connection.execute(text(f"DROP TABLE old_{table.name}"))
+
+
 # UPGRADES[n] takes a store from version n to n + 1.
-UPGRADES: tuple[Callable[[Connection, MetaData], None], ...] = (_from_0, _from_1)
+UPGRADES: tuple[Callable[[Connection, MetaData], None], ...] = (_from_0, _from_1, _from_2)
 SCHEMA_VERSION = len(UPGRADES)
 
 

@@ -100,15 +100,17 @@ class WeightsRow(Base):
 
 
 class TrainingRow(Base):
-    """A final training of one finished candidate at its final scale (dvolver.trainings): the recipe, each
-    epoch's metrics, and what the trained network measures. The store itself holds the latest checkpoint
-    and the final weights, as bytes in TrainingBlobRow; this row holds their SHA-256, no file path."""
+    """A final training of one finished candidate, or of a reference architecture (no candidate), at its
+    final scale (dvolver.trainings): the recipe, each epoch's metrics, and what the trained network measures.
+    The store itself holds the latest checkpoint and the final weights, as bytes in TrainingBlobRow; this row
+    holds their SHA-256, no file path."""
 
     __tablename__ = "trainings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"), index=True)
-    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"), index=True)
+    # None: a reference architecture (`dvolver train --genome`), retrained to compare the candidates with
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"), index=True)
     genome: Mapped[list[int]] = mapped_column(JSON)
     space: Mapped[str] = mapped_column(String(100))
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON)  # the FinalTraining, as the space fills it in
@@ -204,7 +206,7 @@ class Candidate:
 class Training:
     id: int
     search_id: int
-    candidate_id: int
+    candidate_id: int | None  # None for a reference architecture
     genome: tuple[int, ...]
     space: str
     recipe: dict[str, Any]

@@ -7,17 +7,24 @@ search's. `run_training` runs `train_final`, committing every epoch with the che
 the last checkpoint stored, and records what the trained network measures at its final scale: test accuracy,
 fvcore's MACs (FLOPs = 2 x MACs) and params, CPU latency, its outputs for the exports to be held to, and its
 weights with their SHA-256. Trainings run one at a time here; runners and Ray workers do not take them yet.
+
+`create_reference` queues a reference architecture instead (NASNet-A, or any genome of the search's space): a
+training of the search with no candidate, held to the same checks, to compare the found networks with under
+the same recipe.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from search_spaces.nasnet import NASNET_A
 
 from . import costs, data, output_check
 from .errors import ConflictError, DatasetError, NotFoundError, SpecError, StoreError
@@ -32,6 +39,8 @@ from .store import Candidate, Search, Store, Training
 from .store_trainings import CHECKPOINT, sha256
 
 Choice = Sequence[int] | Literal["front", "knee"]
+# The named reference architectures, with the space each belongs to.
+REFERENCES: dict[str, tuple[str, tuple[int, ...]]] = {"nasnet-a": ("nasnet", NASNET_A)}
 
 
 def create_trainings(store: Store, search_id: int, candidates: Choice,
@@ -40,20 +49,21 @@ def create_trainings(store: Store, search_id: int, candidates: Choice,
     search's front ("front"), or of its knee ("knee", pareto.knee_point); returns their ids. The recipe's
     dataset is the search's unless it names one. Raises a DvolverError naming the field at fault, having
     created nothing, when any candidate or the recipe cannot be trained."""
-    search = store.get_search(search_id)
-    spec = SearchSpec.from_stored(search.spec)
-    if spec.pruning is not None:
-        raise SpecError(f"candidates: search {search_id} searched pruned networks; final training retrains "
-                        "unpruned architectures only")
-    final = _recipe(recipe, spec)
-    dataset = data.load(final.dataset)
-    _check_shape(search, final.dataset, dataset)
-    entries = []
-    for candidate in _chosen(store, search_id, spec, candidates):
-        filled = _buildable(candidate, spec, final, dataset)
-        entries.append({"candidate_id": candidate.id, "genome": candidate.genome, "space": spec.space,
-                        "recipe": filled.model_dump(mode="json"), "epochs": filled.epochs})
+    spec, final, dataset = _prepared(store, search_id, recipe, "candidates")
+    entries = [_entry(c.id, c.genome, f"candidate {c.id}'s", spec, final, dataset)
+               for c in _chosen(store, search_id, spec, candidates)]
     return store.create_trainings(search_id, entries)
+
+
+def create_reference(store: Store, search_id: int, genome: str | Sequence[int],
+                     recipe: FinalTraining | dict[str, Any] | None = None) -> int:
+    """Queues a final training of a reference architecture beside the search's candidates: a name in
+    REFERENCES, a genome of the search's space, or one as a JSON list. It has no candidate; the checks, and
+    the recipe's defaults, are those of `create_trainings`. Returns its id."""
+    spec, final, dataset = _prepared(store, search_id, recipe, "genome")
+    genome = _reference_genome(genome, spec.space)
+    [training_id] = store.create_trainings(search_id, [_entry(None, genome, "the reference", spec, final, dataset)])
+    return training_id
 
 
 def run_training(store: Store, training_id: int,
@@ -77,6 +87,38 @@ def run_training(store: Store, training_id: int,
         store.stop_training(training_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     return store.get_training(training_id)
+
+
+def _prepared(store: Store, search_id: int, recipe: FinalTraining | dict[str, Any] | None,
+              field: str) -> tuple[SearchSpec, FinalTraining, data.Dataset]:
+    """The search's spec, the recipe validated, and its dataset checked against the search's shape."""
+    search = store.get_search(search_id)
+    spec = SearchSpec.from_stored(search.spec)
+    if spec.pruning is not None:
+        raise SpecError(f"{field}: search {search_id} searched pruned networks; final training retrains "
+                        "unpruned architectures only")
+    final = _recipe(recipe, spec)
+    dataset = data.load(final.dataset)
+    _check_shape(search, final.dataset, dataset)
+    return spec, final, dataset
+
+
+def _reference_genome(genome: str | Sequence[int], space: str) -> tuple[int, ...]:
+    if isinstance(genome, str) and genome.lower() in REFERENCES:
+        own, named = REFERENCES[genome.lower()]
+        if own != space:
+            raise SpecError(f"genome: {genome} is a {own} architecture, and this search searched {space}")
+        return named
+    if isinstance(genome, str):
+        try:
+            genome = json.loads(genome)
+        except ValueError:
+            genome = None  # neither a name nor JSON: refused below
+        if not isinstance(genome, list):
+            raise SpecError(f"genome: give a reference's name ({', '.join(REFERENCES)}) or a JSON list of integers")
+    if not all(isinstance(g, int) and not isinstance(g, bool) for g in genome):
+        raise SpecError("genome: every gene must be an integer")
+    return tuple(genome)
 
 
 def _recipe(recipe: FinalTraining | dict[str, Any] | None, spec: SearchSpec) -> FinalTraining:
@@ -126,17 +168,20 @@ def _chosen(store: Store, search_id: int, spec: SearchSpec, candidates: Choice) 
     return chosen
 
 
-def _buildable(candidate: Candidate, spec: SearchSpec, final: FinalTraining, dataset: data.Dataset) -> FinalTraining:
-    """The recipe as this candidate's space fills it in, once its network is built at the recipe's scale."""
+def _entry(candidate_id: int | None, genome: tuple[int, ...], whose: str, spec: SearchSpec, final: FinalTraining,
+           dataset: data.Dataset) -> dict[str, Any]:
+    """The training to store, with the recipe as the genome's space fills it in, once its network is built at
+    the recipe's scale; `whose` names the network in the error when it cannot be."""
     filled = final.for_space(spec.space)
-    space = final_space(spec.space, filled.space_options(spec.space, spec.space_options), candidate.genome)
+    space = final_space(spec.space, filled.space_options(spec.space, spec.space_options), genome)
     aux = {"aux_head": True} if filled.aux_weight else {}
     try:
-        space.build(candidate.genome, dataset.input_shape, dataset.num_classes, **aux)
+        space.build(genome, dataset.input_shape, dataset.num_classes, **aux)
     except Exception as exc:  # whatever a space raises while building, this scale does not build
-        raise SpecError(f"invalid final training: scale: candidate {candidate.id}'s {spec.space} network cannot "
+        raise SpecError(f"invalid final training: scale: {whose} {spec.space} network cannot "
                         f"be built at {filled.scale.model_dump()}: {exc}") from None
-    return filled
+    return {"candidate_id": candidate_id, "genome": genome, "space": spec.space,
+            "recipe": filled.model_dump(mode="json"), "epochs": filled.epochs}
 
 
 def _train(store: Store, training: Training, spec: SearchSpec,

@@ -87,7 +87,7 @@ BAD = {
     "a dimension the space lacks": (lambda db: [str(_ids(db, "finished")[0]), "--channels", "8"],
                                     "--channels: the nasnet space's networks have no channels"),
     "a bad recipe field": (lambda db: ["--front", "--epochs", "0"], "invalid final training: epochs"),
-    "front and knee": (lambda db: ["--front", "--knee"], "one of: candidate ids, --front or --knee"),
+    "front and knee": (lambda db: ["--front", "--knee"], "one of: candidate ids, --front, --knee or --genome"),
 }
 
 

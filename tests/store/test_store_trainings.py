@@ -1,17 +1,18 @@
 """A final training's life in the store, on SQLite and on PostgreSQL: created queued with its search's owner,
 taken, each epoch committed with its checkpoint, finished with its weights, their SHA-256 in the row; epochs
-only in order, a finished training never changed, and a store from before trainings gains their tables."""
+only in order, a finished training never changed, a store from before trainings gains their tables, and one
+from before reference trainings keeps its trainings and takes trainings with no candidate."""
 
 from __future__ import annotations
 
 import hashlib
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import MetaData, create_engine, insert, inspect, text
 
 from dvolver.errors import ConflictError, NotFoundError
 from dvolver.schema import SCHEMA_VERSION
-from dvolver.store import Store
+from dvolver.store import Base, Store
 from dvolver.store_trainings import CHECKPOINT, WEIGHTS
 
 RECIPE = {"epochs": 2, "scale": {"nasnet": {"cells": 1, "filters": 4}}}
@@ -124,7 +125,43 @@ def test_a_store_from_before_trainings_gains_their_tables(store_url):
     store = Store(store_url)
     assert {"trainings", "training_blobs"} <= set(inspect(engine).get_table_names())
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT version FROM schema_version")) == SCHEMA_VERSION == 2
+        assert connection.scalar(text("SELECT version FROM schema_version")) == SCHEMA_VERSION == 3
     engine.dispose()
     _, training_id = _queued(store)
     assert store.get_training(training_id).status == "queued"
+
+
+def test_a_version_2_store_keeps_its_trainings_and_takes_a_reference_training(store_url):
+    store = Store(store_url)
+    search_id = store.create_search({"name": "found"}, {})
+    candidate = store.record(search_id, "nasnet:1", (1, 2, 3), "finished", {"acc": 90.0})
+    store.engine.dispose()
+    version_2 = MetaData()  # the training tables as version 2 declared them: every training has a candidate
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(version_2)
+    version_2.tables["trainings"].c.candidate_id.nullable = False
+    engine = create_engine(store_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE training_blobs"))
+        connection.execute(text("DROP TABLE trainings"))
+        version_2.create_all(connection, tables=[version_2.tables["trainings"], version_2.tables["training_blobs"]])
+        [old] = connection.execute(insert(version_2.tables["trainings"]).values(
+            search_id=search_id, candidate_id=candidate.id, genome=[1, 2, 3], space="nasnet", recipe=RECIPE,
+            status="running", epoch=1, epochs=2, history=[_epoch(1)],
+            checkpoint_sha256=hashlib.sha256(b"c").hexdigest(),
+        )).inserted_primary_key
+        connection.execute(insert(version_2.tables["training_blobs"]).values(training_id=old, kind=CHECKPOINT,
+                                                                             data=b"c"))
+        connection.execute(text("UPDATE schema_version SET version = 2"))
+    store = Store(store_url)
+    with engine.connect() as connection:
+        assert connection.scalar(text("SELECT version FROM schema_version")) == SCHEMA_VERSION
+        nullable = {c["name"]: c["nullable"] for c in inspect(connection).get_columns("trainings")}
+    engine.dispose()
+    assert nullable["candidate_id"]
+    kept = store.get_training(old)
+    assert (kept.candidate_id, kept.status, kept.epoch, kept.history) == (candidate.id, "running", 1, [_epoch(1)])
+    assert store.training_bytes(old, CHECKPOINT) == b"c"
+    [reference] = store.create_trainings(search_id, [{"candidate_id": None, "genome": (3, 2, 1), "space": "nasnet",
+                                                      "recipe": RECIPE, "epochs": 2}])
+    assert reference > old and store.get_training(reference).candidate_id is None
