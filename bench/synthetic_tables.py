@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dvolver.rank_survival import kendall_tau_b
 from search_spaces.nb201 import ALL_GENOMES, EDGES, OPS, arch_str, functional_key, live_edges
 
 CONV1, CONV3 = 2, 3
@@ -117,28 +118,8 @@ def curve_kendall_tau(rows: list[dict[str, object]], epoch: int = 1, final: str 
     """Kendall's tau-b between the rows' accuracies after `epoch` epochs and at the last curve epoch
     (or the column `final`): 1 where the early ranking is the final one, lower as curves cross."""
     last = final or max((c for c in rows[0] if c.startswith("acc_epoch_")), key=lambda c: int(c.rsplit("_", 1)[1]))
-    return kendall_tau(np.array([r[f"acc_epoch_{epoch}"] for r in rows], dtype=float),
-                       np.array([r[last] for r in rows], dtype=float))
-
-
-def kendall_tau(x: np.ndarray, y: np.ndarray, chunk: int = 512) -> float:
-    """Kendall's tau-b of two equal-length samples (ties counted as scipy.stats.kendalltau does)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
-        raise ValueError("kendall_tau needs two 1-d samples of the same length, at least 2")
-    both = untied_x = untied_y = 0
-    for start in range(0, len(x) - 1, chunk):
-        stop = min(start + chunk, len(x))
-        # pairs (i, j), i in this chunk, j after i
-        dx = np.sign(x[start:stop, None] - x[None, start + 1:]).astype(np.int8)
-        dy = np.sign(y[start:stop, None] - y[None, start + 1:]).astype(np.int8)
-        later = np.arange(start, stop)[:, None] < np.arange(start + 1, len(x))[None, :]
-        dx *= later
-        dy *= later
-        both += int(np.sum(dx * dy, dtype=np.int64))
-        untied_x += int(np.count_nonzero(dx))
-        untied_y += int(np.count_nonzero(dy))
-    return both / float(np.sqrt(float(untied_x) * float(untied_y))) if untied_x and untied_y else float("nan")
+    tau = kendall_tau_b([float(r[f"acc_epoch_{epoch}"]) for r in rows], [float(r[last]) for r in rows])
+    return float("nan") if tau is None else tau
 
 
 def _quality(genome: tuple[int, ...], effect: np.ndarray, pairs: np.ndarray) -> float:

@@ -44,19 +44,24 @@ class Survival:
     references: list[int]  # training ids of the reference architectures
 
 
-def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Kendall's tau-b, which corrects for ties in either ranking; None when it is undefined."""
-    n = len(x)
-    concordant_minus_discordant = ties_x = ties_y = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-            concordant_minus_discordant += int(dx * dy)
-            ties_x += dx == 0
-            ties_y += dy == 0
-    pairs = n * (n - 1) // 2
-    denominator = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    return concordant_minus_discordant / denominator if denominator else None
+def kendall_tau_b(x: Sequence[float], y: Sequence[float], chunk: int = 512) -> float | None:
+    """Kendall's tau-b, which corrects for ties in either ranking (as scipy.stats.kendalltau); None when it
+    is undefined (fewer than two values, or one side all tied). The pairs are compared `chunk` rows at a
+    time, so a whole table's 15625 cells fit in memory."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("kendall_tau_b needs two 1-d samples of the same length")
+    both = untied_x = untied_y = 0
+    for start in range(0, len(x) - 1, chunk):
+        stop = min(start + chunk, len(x))
+        # pairs (i, j) with i in this chunk and j after i
+        later = np.arange(start, stop)[:, None] < np.arange(start + 1, len(x))[None, :]
+        dx = np.sign(x[start:stop, None] - x[None, start + 1 :]).astype(np.int8) * later
+        dy = np.sign(y[start:stop, None] - y[None, start + 1 :]).astype(np.int8) * later
+        both += int(np.sum(dx * dy, dtype=np.int64))
+        untied_x += int(np.count_nonzero(dx))
+        untied_y += int(np.count_nonzero(dy))
+    return both / math.sqrt(float(untied_x) * float(untied_y)) if untied_x and untied_y else None
 
 
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -38,6 +38,12 @@ def test_the_correlations_match_scipy_with_ties():
         assert spearman_rho(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
 
 
+def test_tau_b_is_the_same_whatever_the_chunk_of_pairs_compared_at_once():
+    x = np.random.default_rng(0).normal(size=700)
+    y = x + np.random.default_rng(1).normal(size=700)
+    assert kendall_tau_b(x, y, chunk=64) == pytest.approx(kendall_tau_b(x, y, chunk=1000))
+
+
 def _finished(store: Store, search_id: int, candidate_id: int | None, val: float, test: float, params: int) -> int:
     [training_id] = store.create_trainings(search_id, [{"candidate_id": candidate_id, "genome": (1,), "space": "nasnet",
                                                         "recipe": {}, "epochs": 1}])

@@ -15,7 +15,6 @@ from bench import synthetic_tables
 from bench.synthetic_tables import (
     CURVE_EPOCHS,
     curve_kendall_tau,
-    kendall_tau,
     learning_curve_table,
     synthetic_table,
 )
@@ -101,13 +100,6 @@ def test_the_real_table_has_no_curves(nb201_table):
     assert all(row.curve == () for row in table.rows.values())
 
 
-def test_kendall_tau_counts_ties_as_tau_b():
-    assert kendall_tau(np.array([1, 2, 3, 4]), np.array([1, 3, 2, 4])) == pytest.approx(4 / 6)
-    assert kendall_tau(np.array([1, 1, 2, 3]), np.array([1, 2, 2, 3])) == pytest.approx(0.8)
-    assert kendall_tau(np.arange(5), -np.arange(5)) == pytest.approx(-1.0)
-    x = np.random.default_rng(0).normal(size=700)  # more than one chunk of pairs
-    y = x + np.random.default_rng(1).normal(size=700)
-    assert kendall_tau(x, y, chunk=64) == pytest.approx(kendall_tau(x, y, chunk=1000))
 
 
 @pytest.fixture(scope="module")
