@@ -103,7 +103,7 @@ def evaluate(genome: Genome, spec: SearchSpec, seed: int, dataset: data.Dataset 
         dataset = data.load(spec.dataset)
     device = _device(spec)
     choice = pruning_choice(space, genome)
-    with _torch_threads(spec.resources.cpus_per_eval):
+    with torch_threads(spec.resources.cpus_per_eval):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         torch.manual_seed(seed)
@@ -166,7 +166,7 @@ def _device(spec: SearchSpec) -> torch.device:
 
 
 @contextmanager
-def _torch_threads(n: int):
+def torch_threads(n: int):
     """Fixing the thread count keeps float reductions, and so results, the same on every executor."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)

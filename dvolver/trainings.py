@@ -28,7 +28,7 @@ from search_spaces.nasnet import NASNET_A
 
 from . import costs, data, output_check
 from .errors import ConflictError, DatasetError, NotFoundError, SpecError, StoreError
-from .evaluation import _torch_threads
+from .evaluation import torch_threads
 from .final_spec import FinalTraining
 from .final_training import EpochMetrics, FinalResult, final_space, train_final
 from .front import minimised, pareto_front
@@ -208,7 +208,7 @@ def _measure(result: FinalResult, training: Training, spec: SearchSpec) -> dict[
     net = space.build(training.genome, result.input_shape, result.num_classes)
     net.load_state_dict(torch.load(io.BytesIO(result.weights), weights_only=True))
     counted = costs.count(net, result.input_shape)
-    with _torch_threads(spec.resources.cpus_per_eval):
+    with torch_threads(spec.resources.cpus_per_eval):
         latency = costs.latency_ms(net, result.input_shape, spec.training.latency_repeats)
     return {"val_acc": result.val_acc, "test_acc": result.test_acc, "macs": counted.macs, "flops": counted.flops,
             "params": counted.params, "latency_ms": latency,
