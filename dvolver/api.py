@@ -31,19 +31,33 @@ def versions() -> dict[str, object]:
 def make_executor(spec: SearchSpec, kind: str = "auto", workers: int = 2, ray_address: str | None = None) -> Executor:
     """auto: inline for table look-ups (microseconds each, nothing to spread), Ray otherwise. processes:
     `workers` local processes without Ray."""
+    return _executor(kind, workers, ray_address, spec.table_mode, spec.resources.cpus_per_eval,
+                     spec.resources.gpus_per_eval)
+
+
+def make_training_executor(spec: SearchSpec, trainings: int, kind: str = "auto", workers: int = 2,
+                           ray_address: str | None = None) -> Executor:
+    """Where final trainings run, each asking for the search's cpus_per_eval. auto: inline for one training
+    (nothing to spread, and no Ray to start), Ray otherwise. On Ray each training takes one GPU where the
+    cluster has GPUs, or gpus_per_eval where the search set it."""
+    gpus = spec.resources.gpus_per_eval or "auto"
+    return _executor(kind, workers, ray_address, trainings == 1, spec.resources.cpus_per_eval, gpus)
+
+
+def _executor(kind: str, workers: int, ray_address: str | None, inline_when_auto: bool, cpus: int,
+              gpus: float | str) -> Executor:
     if kind not in EXECUTORS:
         raise DvolverError(f"unknown executor {kind!r}; choose among {', '.join(EXECUTORS)}")
     if workers < 1:
         raise DvolverError(f"workers must be at least 1, got {workers}")
-    if kind == "inline" or (kind == "auto" and spec.table_mode and not ray_address):
+    if kind == "inline" or (kind == "auto" and inline_when_auto and not ray_address):
         return InlineExecutor()
     if kind == "processes":
         if ray_address:
             raise DvolverError("--ray-address needs the ray executor; drop --executor processes to join a cluster")
         return ProcessExecutor(workers=workers)
     try:
-        return RayExecutor(workers=workers, address=ray_address, cpus=spec.resources.cpus_per_eval,
-                           gpus=spec.resources.gpus_per_eval)
+        return RayExecutor(workers=workers, address=ray_address, cpus=cpus, gpus=gpus)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {ray_address}" if ray_address else "a local Ray"
         raise DvolverError(f"cannot start {where}: {exc}") from exc

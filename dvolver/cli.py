@@ -516,10 +516,15 @@ def train(
                                 "(default: the search's)"),
     device: str = typer.Option(None, help="auto, cpu or cuda (default: auto)"),
     spec_file: Path = typer.Option(None, "--spec", help="a JSON FinalTraining; flags override its fields"),
+    workers: int = typer.Option(2, help="trainings at once, on a local Ray or local processes"),
+    ray_address: str = RAY_ADDRESS,
+    executor: str = typer.Option("auto", help="auto (inline for one training, Ray for more), ray, processes or "
+                                 "inline"),
     db: str = DB,
 ) -> None:
-    """Retrain found candidates at final scale, one after another in this process, each epoch checkpointed in
-    the store; then print what each measures (test accuracy, MACs and FLOPs, params, CPU latency)."""
+    """Retrain found candidates at final scale, several at once on Ray workers (GPUs where the cluster has
+    them), each epoch checkpointed in the store; then print what each measures (test accuracy, MACs and FLOPs,
+    params, CPU latency)."""
     from .store import Store
     from .trainings import create_reference, create_trainings
 
@@ -544,34 +549,42 @@ def train(
             ids = [create_reference(store, search_id, genome, recipe)]
         else:
             ids = create_trainings(store, search_id, "front" if front else "knee" if knee else candidate_ids, recipe)
-    _run_trainings(store, ids, db)
+    from .api import make_training_executor
+    from .spec import SearchSpec
+
+    spec = SearchSpec.from_stored(store.get_search(store.get_training(ids[0]).search_id).spec)
+    pool = make_training_executor(spec, len(ids), executor, workers, ray_address)
+    try:
+        _run_trainings(store, ids, pool, db)
+    finally:
+        pool.shutdown()
 
 
-def _run_trainings(store: Any, ids: list[int], db: str | None) -> None:
+def _run_trainings(store: Any, ids: list[int], pool: Any, db: str | None) -> None:
     from .cli_trainings import TrainingProgress, finished_line, print_trainings
-    from .trainings import run_training
+    from .training_runs import run_trainings
 
     progress = TrainingProgress([store.get_training(i) for i in ids])
-    failed = []
     progress.bar.start()
     try:
-        for index, training_id in enumerate(ids):
-            try:
-                done = run_training(store, training_id, lambda m, i=training_id: progress.epoch(i, m))
-            except KeyboardInterrupt:
-                progress.bar.stop()
-                queued = f" (still queued: {', '.join(map(str, ids[index + 1:]))})" if ids[index + 1:] else ""
-                err.print(f"\ntraining {training_id} interrupted; its epochs are saved. Continue with: dvolver train "
-                          f"--resume {training_id}" + (f" --db {db}" if db else "") + queued, highlight=False)
-                raise typer.Exit(130) from None
-            except Exception as exc:  # recorded on the training as failed: the others still run
-                failed.append(training_id)
-                err.print(f"training {training_id} failed: {exc}", highlight=False, markup=False)
-                continue
-            err.print(finished_line(done), highlight=False)
+        ended = run_trainings(store, ids, pool, progress.epoch)
+    except KeyboardInterrupt:
+        progress.bar.stop()
+        stopped = [i for i in ids if store.get_training(i).status != "finished"]
+        err.print("\ninterrupted; the epochs done are saved. Continue with: "
+                  + "; ".join(f"dvolver train --resume {i}" + (f" --db {db}" if db else "") for i in stopped),
+                  highlight=False)
+        raise typer.Exit(130) from None
     finally:
         progress.bar.stop()
-    print_trainings([store.get_training(i) for i in ids], "table", f"trainings in {store.display_url}")
+    done = [store.get_training(i) for i in ids]
+    for training in done:
+        if training.status == "finished":
+            err.print(finished_line(training), highlight=False)
+        else:
+            err.print(f"training {training.id} {training.status}: {training.error}", highlight=False, markup=False)
+    failed = [i for i in ids if ended.get(i) != "finished"]
+    print_trainings(done, "table", f"trainings in {store.display_url}")
     if failed:
         err.print(f"{len(failed)} training(s) failed ({', '.join(map(str, failed))}); `dvolver training show ID` "
                   "says why, and `dvolver train --resume ID` tries again", highlight=False)

@@ -345,9 +345,10 @@ class RayExecutor(_Retrying):
 
     With no address, a local Ray is started with `workers * cpus` CPUs (or an already initialised
     Ray in this process is reused). With an address (or RAY_ADDRESS) an existing cluster is joined.
+    `gpus="auto"`: one GPU per task where the cluster has any, none otherwise.
     """
 
-    def __init__(self, workers: int = 2, address: str | None = None, cpus: int = 1, gpus: float = 0.0,
+    def __init__(self, workers: int = 2, address: str | None = None, cpus: int = 1, gpus: float | str = 0.0,
                  max_retries: int = 2) -> None:
         import ray
 
@@ -367,6 +368,9 @@ class RayExecutor(_Retrying):
                 ray.init(address="local", num_cpus=workers * cpus, **common)
             self._owns_ray = True
         resources = ray.cluster_resources()
+        if gpus == "auto":
+            gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
+        gpus = float(gpus)
         total_cpus = int(resources.get("CPU", workers * cpus))
         # A task asking for more than any cluster could give would wait forever: say so instead.
         if cpus > total_cpus or gpus > resources.get("GPU", 0):
@@ -376,6 +380,8 @@ class RayExecutor(_Retrying):
                              f"{total_cpus} CPU(s) and {resources.get('GPU', 0):g} GPU(s); lower cpus_per_eval / "
                              "gpus_per_eval or add machines")
         self.slots = max(1, total_cpus // cpus) if address else max(1, min(workers, total_cpus // cpus))
+        if gpus:  # a task waits for its GPU as for its CPUs: no more in flight than the GPUs can take
+            self.slots = min(self.slots, max(1, int(resources.get("GPU", 0) // gpus)))
         self.max_retries = max_retries
         self._not_retried = (ray.exceptions.RayTaskError, ray.exceptions.TaskCancelledError)
         self._remote = ray.remote(timed_call).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)

@@ -25,9 +25,7 @@ def _from_0(connection: Connection, tables: MetaData) -> None:
     """Every table and column added since the first Dvolver is a new table or a nullable column, so
     creating what is missing brings any store from before versions up to version 1."""
     tables.create_all(connection)
-    for table, column in _missing_columns(connection, tables):
-        kind = column.type.compile(dialect=connection.dialect)
-        connection.execute(text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}'))
+    _add_missing_columns(connection, tables)
 
 
 def _from_1(connection: Connection, tables: MetaData) -> None:
@@ -55,8 +53,14 @@ def _from_2(connection: Connection, tables: MetaData) -> None:
         connection.execute(text(f"DROP TABLE old_{table.name}"))
 
 
+def _from_3(connection: Connection, tables: MetaData) -> None:
+    """Version 4 lets runners hold trainings under leases (`trainings.runner`, `lease_until`,
+    `cancel_requested`): nullable columns, added as version 1 added its own."""
+    _add_missing_columns(connection, tables)
+
+
 # UPGRADES[n] takes a store from version n to n + 1.
-UPGRADES: tuple[Callable[[Connection, MetaData], None], ...] = (_from_0, _from_1, _from_2)
+UPGRADES: tuple[Callable[[Connection, MetaData], None], ...] = (_from_0, _from_1, _from_2, _from_3)
 SCHEMA_VERSION = len(UPGRADES)
 
 
@@ -87,6 +91,12 @@ def schema_version(connection: Connection) -> int:
         raise StoreError(f"database schema version {version} is newer than this Dvolver's {SCHEMA_VERSION}: "
                          "upgrade Dvolver")
     return version
+
+
+def _add_missing_columns(connection: Connection, tables: MetaData) -> None:
+    for table, column in _missing_columns(connection, tables):
+        kind = column.type.compile(dialect=connection.dialect)
+        connection.execute(text(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _missing_columns(connection: Connection, tables: MetaData) -> list[tuple[str, Any]]:

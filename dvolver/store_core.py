@@ -135,6 +135,11 @@ class TrainingRow(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The runner that holds it, and until when, as for a search (schema version 4); None while a `dvolver
+    # train` process runs it, which no runner takes over.
+    runner: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancel_requested: Mapped[bool | None] = mapped_column(Boolean, default=False)
 
 
 class TrainingBlobRow(Base):
@@ -229,6 +234,8 @@ class Training:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    runner: str | None = None
+    cancel_requested: bool = False
 
 
 def _search(row: SearchRow) -> Search:
@@ -252,7 +259,7 @@ def _training(row: TrainingRow) -> Training:
                     row.status, row.epoch, row.epochs, list(row.history or []), row.val_acc, row.test_acc, row.macs,
                     row.flops, row.params, row.latency_ms, row.check_outputs, row.checkpoint_sha256,
                     row.weights_sha256, row.error, row.owner, as_utc(row.created_at), as_utc(row.updated_at),
-                    as_utc(row.started_at), as_utc(row.finished_at))
+                    as_utc(row.started_at), as_utc(row.finished_at), row.runner, bool(row.cancel_requested))
 
 
 def _search_filter(query: Any, status: str | tuple[str, ...] | None, owner: str | None) -> Any:

@@ -1,17 +1,20 @@
 """The trainings part of a Store: final trainings of finished candidates, their epochs, checkpoints and
-weights (StoreCore's state)."""
+weights, and the runners that hold them under leases (StoreCore's state)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
-from .errors import ConflictError, NotFoundError
+from .errors import ConflictError, LeaseLost, NotFoundError
 from .store_core import EventRow, SearchRow, StoreCore, Training, TrainingBlobRow, TrainingRow, _now, _training
 
 CHECKPOINT, WEIGHTS = "checkpoint", "weights"  # the kinds of a training's bytes
+RESUMABLE_TRAINING_STATUSES = ("failed", "cancelled")
 
 
 def sha256(blob: bytes) -> str:
@@ -26,7 +29,12 @@ class Trainings(StoreCore):
     are committed in one transaction (`record_epoch`), so a process killed at any point leaves the last
     whole epoch to resume from. Epochs are recorded one after another, each once; a finished training
     never changes. Each change appends a "training" event to its search's journal in the same transaction.
-    Until runners claim trainings under leases, one process at a time runs a training.
+
+    Who runs it: a `dvolver train` process takes it (`take_training`) with no runner and no lease, or a
+    runner claims it (`claim_training`) under a lease that it renews (`renew_training_leases`); a runner whose
+    lease ran out loses the training to the next claim, which resumes it from its last checkpoint. Every write
+    of a running training names its `holder` (the runner, or None in-process) and raises LeaseLost, writing
+    nothing, once another holds it.
     """
 
     def create_trainings(self, search_id: int, entries: list[dict[str, Any]]) -> list[int]:
@@ -65,29 +73,109 @@ class Trainings(StoreCore):
             return [_training(r) for r in s.scalars(query)]
 
     def take_training(self, training_id: int) -> Training:
-        """Marks the training running in this process and returns it: a queued one, or one that stopped
-        (failed, cancelled, or running in a process that died) to resume. Raises NotFoundError for no
-        training, ConflictError for a finished one."""
+        """Marks the training running in this process (no runner, no lease) and returns it: a queued one, or
+        one that stopped (failed, cancelled, or running in a process that died) to resume. Raises
+        NotFoundError for no training, ConflictError for a finished one or one a live runner holds."""
         with self._session.begin() as s:
             now = _now()
-            taken = s.execute(update(TrainingRow).where(TrainingRow.id == training_id, TrainingRow.status != "finished")
-                              .values(status="running", error=None, updated_at=now, finished_at=None,
+            held = (TrainingRow.runner.is_not(None)) & (TrainingRow.lease_until >= now)
+            taken = s.execute(update(TrainingRow).where(TrainingRow.id == training_id, TrainingRow.status != "finished",
+                                                        ~(held & (TrainingRow.status == "running")))
+                              .values(status="running", error=None, updated_at=now, finished_at=None, runner=None,
+                                      lease_until=None, cancel_requested=False,
                                       started_at=func.coalesce(TrainingRow.started_at, now)))
             row = s.get(TrainingRow, training_id)
             if row is None:
                 raise NotFoundError(f"no training {training_id}")
             if taken.rowcount != 1:
-                raise ConflictError(f"training {training_id} has finished; `dvolver training show {training_id}` "
-                                    "shows it")
+                if row.status == "finished":
+                    raise ConflictError(f"training {training_id} has finished; `dvolver training show {training_id}` "
+                                        "shows it")
+                raise ConflictError(f"training {training_id} is running on runner {row.runner}; cancel it first "
+                                    f"(POST /trainings/{training_id}/cancel) or wait for it")
             s.add(_event(row))
             return _training(row)
 
-    def record_epoch(self, training_id: int, metrics: dict[str, Any], checkpoint: bytes) -> None:
+    def claim_training(self, runner: str, lease_seconds: float) -> Training | None:
+        """Takes the oldest queued training, or a running one whose runner's lease has run out, for `runner`
+        under a lease; None when there is none. Of runners claiming at once, each training goes to one. A
+        training run by `dvolver train` has no runner and no lease: nobody takes it over."""
+        now = _now()
+        takeable = or_(TrainingRow.status == "queued", (TrainingRow.status == "running")
+                       & TrainingRow.runner.is_not(None) & (TrainingRow.lease_until < now))
+        with self._session.begin() as s:
+            for training_id in list(s.scalars(select(TrainingRow.id).where(takeable).order_by(TrainingRow.id)
+                                              .limit(20))):
+                taken = s.execute(update(TrainingRow).where(TrainingRow.id == training_id, takeable).values(
+                    status="running", runner=runner, lease_until=now + timedelta(seconds=lease_seconds), error=None,
+                    updated_at=now, finished_at=None, started_at=func.coalesce(TrainingRow.started_at, now)))
+                if taken.rowcount == 1:
+                    row = s.get(TrainingRow, training_id)
+                    assert row is not None
+                    s.add(_event(row))
+                    return _training(row)
+        return None
+
+    def renew_training_leases(self, training_ids: Iterable[int], runner: str, lease_seconds: float) -> set[int]:
+        """Extends `runner`'s leases on these trainings to `lease_seconds` from now; returns those it still
+        holds running (the others were taken over, cancelled while queued, or deleted)."""
+        ids = list(training_ids)
+        with self._session.begin() as s:
+            mine = (TrainingRow.id.in_(ids), TrainingRow.runner == runner, TrainingRow.status == "running")
+            s.execute(update(TrainingRow).where(*mine).values(lease_until=_now() + timedelta(seconds=lease_seconds)))
+            return set(s.scalars(select(TrainingRow.id).where(*mine)))
+
+    def release_training(self, training_id: int, runner: str) -> None:
+        """A runner that shuts down hands the training back to the queue, to resume from its last checkpoint;
+        does nothing if `runner` no longer holds it."""
+        with self._session.begin() as s:
+            moved = s.execute(update(TrainingRow).where(TrainingRow.id == training_id, TrainingRow.runner == runner,
+                                                        TrainingRow.status == "running")
+                              .values(status="queued", runner=None, lease_until=None, updated_at=_now()))
+            if moved.rowcount == 1:
+                s.add(_event(s.get(TrainingRow, training_id)))
+
+    def request_training_cancel(self, training_id: int) -> Training:
+        """A queued training is cancelled at once; a running one is flagged, and its holder stops it at the
+        next epoch, keeping its checkpoint. Raises NotFoundError for no training, ConflictError for one that
+        is neither queued nor running."""
+        with self._session.begin() as s:
+            now = _now()
+            if s.execute(update(TrainingRow).where(TrainingRow.id == training_id, TrainingRow.status == "queued")
+                         .values(status="cancelled", error="cancelled while queued", updated_at=now,
+                                 finished_at=now)).rowcount != 1:
+                flagged = s.execute(update(TrainingRow).where(TrainingRow.id == training_id,
+                                                              TrainingRow.status == "running")
+                                    .values(cancel_requested=True, updated_at=now))
+                if flagged.rowcount != 1:
+                    raise _cannot_training(s, training_id, "only queued or running trainings can be cancelled")
+            row = s.get(TrainingRow, training_id)
+            s.add(_event(row))
+            return _training(row)
+
+    def requeue_training(self, training_id: int) -> Training:
+        """Puts a failed or cancelled training back in the queue; a runner resumes it from its last checkpoint.
+        Raises NotFoundError for no training, ConflictError for one in any other status."""
+        with self._session.begin() as s:
+            moved = s.execute(update(TrainingRow).where(TrainingRow.id == training_id,
+                                                        TrainingRow.status.in_(RESUMABLE_TRAINING_STATUSES))
+                              .values(status="queued", error=None, finished_at=None, runner=None, lease_until=None,
+                                      cancel_requested=False, updated_at=_now()))
+            if moved.rowcount != 1:
+                raise _cannot_training(s, training_id, f"only {' or '.join(RESUMABLE_TRAINING_STATUSES)} trainings "
+                                                       "can be resumed")
+            row = s.get(TrainingRow, training_id)
+            s.add(_event(row))
+            return _training(row)
+
+    def record_epoch(self, training_id: int, metrics: dict[str, Any], checkpoint: bytes,
+                     holder: str | None = None) -> None:
         """Commits the epoch's metrics (its number in metrics["epoch"], the one after the last recorded) with
         the checkpoint after it, in one transaction; the checkpoint before it goes. Raises ConflictError,
-        writing nothing, unless the training is running and that epoch is the next."""
+        writing nothing, unless the training is running and that epoch is the next, and LeaseLost unless
+        `holder` (a runner, or None in-process) holds it."""
         with self._session.begin() as s:
-            row = self._running(s, training_id)
+            row = self._running(s, training_id, holder)
             if metrics["epoch"] != row.epoch + 1:
                 raise ConflictError(f"training {training_id} has recorded {row.epoch} epochs, not "
                                     f"{metrics['epoch'] - 1}: another process is running it")
@@ -96,29 +184,33 @@ class Trainings(StoreCore):
             s.merge(TrainingBlobRow(training_id=training_id, kind=CHECKPOINT, data=checkpoint))
             s.add(_event(row))
 
-    def finish_training(self, training_id: int, results: dict[str, Any], weights: bytes) -> None:
+    def finish_training(self, training_id: int, results: dict[str, Any], weights: bytes,
+                        holder: str | None = None) -> None:
         """Records a training that ran all its epochs: `results` (test_acc, macs, flops, params, latency_ms,
         check_outputs) and its final weights, in one transaction; its checkpoint goes. Raises ConflictError,
-        writing nothing, unless it is running with every epoch recorded."""
+        writing nothing, unless it is running with every epoch recorded, and LeaseLost as record_epoch."""
         with self._session.begin() as s:
-            row = self._running(s, training_id)
+            row = self._running(s, training_id, holder)
             if row.epoch != row.epochs:
                 raise ConflictError(f"training {training_id} has recorded {row.epoch} of {row.epochs} epochs")
             for name, value in results.items():
                 setattr(row, name, value)
             row.status, row.weights_sha256, row.checkpoint_sha256 = "finished", sha256(weights), None
+            row.runner = row.lease_until = None
             row.updated_at = row.finished_at = _now()
             s.execute(delete(TrainingBlobRow).where(TrainingBlobRow.training_id == training_id))
             s.add(TrainingBlobRow(training_id=training_id, kind=WEIGHTS, data=weights))
             s.add(_event(row))
 
-    def stop_training(self, training_id: int, status: str, error: str) -> None:
-        """Moves a running training to failed or cancelled, saying why; its last checkpoint stays, to resume
-        from. Does nothing to a training that is not running."""
+    def stop_training(self, training_id: int, status: str, error: str, holder: str | None = None) -> None:
+        """Moves a running training that `holder` holds to failed or cancelled, saying why; its last checkpoint
+        stays, to resume from. Does nothing to a training that is not running, or is another's."""
         with self._session.begin() as s:
             now = _now()
-            moved = s.execute(update(TrainingRow).where(TrainingRow.id == training_id, TrainingRow.status == "running")
-                              .values(status=status, error=error, updated_at=now, finished_at=now))
+            moved = s.execute(update(TrainingRow).where(TrainingRow.id == training_id, TrainingRow.status == "running",
+                                                        _held_by(holder))
+                              .values(status=status, error=error, updated_at=now, finished_at=now, runner=None,
+                                      lease_until=None, cancel_requested=False))
             if moved.rowcount == 1:
                 s.add(_event(s.get(TrainingRow, training_id)))
 
@@ -129,7 +221,7 @@ class Trainings(StoreCore):
             row = s.get(TrainingBlobRow, (training_id, kind))
             return None if row is None else bytes(row.data)
 
-    def _running(self, s: Any, training_id: int) -> TrainingRow:
+    def _running(self, s: Any, training_id: int, holder: str | None) -> TrainingRow:
         self._dialect.lock_training(s.connection(), training_id)
         row = s.get(TrainingRow, training_id)
         if row is None:
@@ -137,10 +229,25 @@ class Trainings(StoreCore):
         if row.status != "running":
             raise ConflictError(f"training {training_id} is {row.status}, not running: resume it with "
                                 f"`dvolver train --resume {training_id}`")
+        if row.runner != holder:
+            raise LeaseLost(f"training {training_id} is held by {row.runner or 'a dvolver train process'}, not by "
+                            f"{holder or 'this process'}")
         return row
+
+
+def _held_by(holder: str | None) -> Any:
+    return TrainingRow.runner.is_(None) if holder is None else TrainingRow.runner == holder
+
+
+def _cannot_training(s: Any, training_id: int, advice: str) -> Exception:
+    row = s.get(TrainingRow, training_id)
+    if row is None:
+        return NotFoundError(f"no training {training_id}")
+    return ConflictError(f"training {training_id} is {row.status}: {advice}")
 
 
 def _event(row: TrainingRow) -> EventRow:
     return EventRow(search_id=row.search_id, kind="training", payload={
         "training": row.id, "candidate": row.candidate_id, "status": row.status, "epoch": row.epoch,
-        "epochs": row.epochs, "val_acc": row.val_acc})
+        "epochs": row.epochs, "val_acc": row.val_acc, "test_acc": row.test_acc, "runner": row.runner,
+        "cancel_requested": bool(row.cancel_requested)})

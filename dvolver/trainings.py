@@ -1,12 +1,10 @@
 """Final trainings as jobs in the store (issue 19): the candidates of a search chosen for retraining at final
-scale, every one checked before anything is stored, and one training run to its end in this process.
+scale, every one checked before anything is stored.
 
 `create_trainings` refuses, creating nothing, a candidate that is not in the search or has not finished, a
 recipe at a scale the candidate's space cannot build, and a dataset whose images or classes differ from the
-search's. `run_training` runs `train_final`, committing every epoch with the checkpoint after it, resumes from
-the last checkpoint stored, and records what the trained network measures at its final scale: test accuracy,
-fvcore's MACs (FLOPs = 2 x MACs) and params, CPU latency, its outputs for the exports to be held to, and its
-weights with their SHA-256. Trainings run one at a time here; runners and Ray workers do not take them yet.
+search's. Running them is dvolver.training_runs's part: in a `dvolver train` process, or on a runner that
+claims them.
 
 `create_reference` queues a reference architecture instead (NASNet-A, or any genome of the search's space): a
 training of the search with no candidate, held to the same checks, to compare the found networks with under
@@ -15,28 +13,23 @@ the same recipe.
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from search_spaces.nasnet import NASNET_A
 
-from . import costs, data, output_check
-from .errors import ConflictError, DatasetError, NotFoundError, SpecError, StoreError
-from .evaluation import torch_threads
+from . import data
+from .errors import ConflictError, DatasetError, NotFoundError, SpecError
 from .final_spec import FinalTraining
-from .final_training import EpochMetrics, FinalResult, final_space, train_final
+from .final_training import final_space
 from .front import minimised, pareto_front
 from .pareto import knee_point
 from .run_stats import RunStats
 from .spec import SearchSpec
-from .store import Candidate, Search, Store, Training
-from .store_trainings import CHECKPOINT, sha256
+from .store import Candidate, Search, Store
 
 Choice = Sequence[int] | Literal["front", "knee"]
 # The named reference architectures, with the space each belongs to.
@@ -64,29 +57,6 @@ def create_reference(store: Store, search_id: int, genome: str | Sequence[int],
     genome = _reference_genome(genome, spec.space)
     [training_id] = store.create_trainings(search_id, [_entry(None, genome, "the reference", spec, final, dataset)])
     return training_id
-
-
-def run_training(store: Store, training_id: int,
-                 on_epoch: Callable[[EpochMetrics], None] | None = None) -> Training:
-    """Runs the training to its end in this process, from its last stored checkpoint if it has one, and
-    returns it finished. ``on_epoch`` is told each epoch once it is committed. On the CPU, with the same
-    number of torch threads, a training killed and resumed ends with the weights of a straight one, bit for
-    bit. A failure marks it failed and an interrupt (Ctrl-C) cancelled, each keeping its last checkpoint to
-    resume from; both are raised again."""
-    training = store.take_training(training_id)
-    try:
-        spec = SearchSpec.from_stored(store.get_search(training.search_id).spec)
-        result = _train(store, training, spec, on_epoch)
-        assert result.weights is not None  # train_final runs every epoch when no until_epoch is given
-        store.finish_training(training_id, _measure(result, training, spec), result.weights)
-    except KeyboardInterrupt:
-        store.stop_training(training_id, "cancelled", f"interrupted; `dvolver train --resume {training_id}` "
-                            "continues from its last epoch")
-        raise
-    except Exception as exc:
-        store.stop_training(training_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    return store.get_training(training_id)
 
 
 def _prepared(store: Store, search_id: int, recipe: FinalTraining | dict[str, Any] | None,
@@ -182,34 +152,3 @@ def _entry(candidate_id: int | None, genome: tuple[int, ...], whose: str, spec: 
                         f"be built at {filled.scale.model_dump()}: {exc}") from None
     return {"candidate_id": candidate_id, "genome": genome, "space": spec.space,
             "recipe": filled.model_dump(mode="json"), "epochs": filled.epochs}
-
-
-def _train(store: Store, training: Training, spec: SearchSpec,
-           on_epoch: Callable[[EpochMetrics], None] | None) -> FinalResult:
-    checkpoint = store.training_bytes(training.id, CHECKPOINT)
-    if checkpoint is not None and sha256(checkpoint) != training.checkpoint_sha256:
-        raise StoreError(f"training {training.id}'s checkpoint does not match its SHA-256 in the store: it was "
-                         "changed outside Dvolver; start a new training")
-
-    def record(metrics: EpochMetrics, checkpoint_of: Callable[[], bytes]) -> None:
-        store.record_epoch(training.id, asdict(metrics), checkpoint_of())
-        if on_epoch is not None:
-            on_epoch(metrics)
-
-    return train_final(training.genome, training.space, FinalTraining.from_dict(training.recipe),
-                       space_options=spec.space_options, resume_state=checkpoint, on_epoch=record)
-
-
-def _measure(result: FinalResult, training: Training, spec: SearchSpec) -> dict[str, Any]:
-    """The deployed network, built from its weights at the final scale, counted and timed as the search
-    counts and times its candidates (the same threads and repeats)."""
-    assert result.weights is not None and result.test_acc is not None
-    space = final_space(training.space, result.space_options, training.genome)
-    net = space.build(training.genome, result.input_shape, result.num_classes)
-    net.load_state_dict(torch.load(io.BytesIO(result.weights), weights_only=True))
-    counted = costs.count(net, result.input_shape)
-    with torch_threads(spec.resources.cpus_per_eval):
-        latency = costs.latency_ms(net, result.input_shape, spec.training.latency_repeats)
-    return {"val_acc": result.val_acc, "test_acc": result.test_acc, "macs": counted.macs, "flops": counted.flops,
-            "params": counted.params, "latency_ms": latency,
-            "check_outputs": output_check.record(net, result.input_shape)}

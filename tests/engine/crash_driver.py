@@ -88,8 +88,8 @@ final_training.optimizer_step = _counted_step
 _record_epoch = Store.record_epoch
 
 
-def _counted_record_epoch(self, training_id, metrics, checkpoint):
-    _record_epoch(self, training_id, metrics, checkpoint)
+def _counted_record_epoch(self, training_id, metrics, checkpoint, holder=None):
+    _record_epoch(self, training_id, metrics, checkpoint, holder)
     with open(TRAINING_LOG, "a") as log:
         log.write(json.dumps({"epoch": metrics["epoch"]}) + "\n")
     _reached("epoch")

@@ -125,7 +125,7 @@ def test_a_store_from_before_trainings_gains_their_tables(store_url):
     store = Store(store_url)
     assert {"trainings", "training_blobs"} <= set(inspect(engine).get_table_names())
     with engine.connect() as connection:
-        assert connection.scalar(text("SELECT version FROM schema_version")) == SCHEMA_VERSION == 3
+        assert connection.scalar(text("SELECT version FROM schema_version")) == SCHEMA_VERSION == 4
     engine.dispose()
     _, training_id = _queued(store)
     assert store.get_training(training_id).status == "queued"
