@@ -15,6 +15,7 @@ from .store_core import EventRow, SearchRow, StoreCore, Training, TrainingBlobRo
 
 CHECKPOINT, WEIGHTS = "checkpoint", "weights"  # the kinds of a training's bytes
 RESUMABLE_TRAINING_STATUSES = ("failed", "cancelled")
+TRAINING_STATUSES = ("queued", "running", "finished", *RESUMABLE_TRAINING_STATUSES)
 
 
 def sha256(blob: bytes) -> str:

@@ -161,7 +161,9 @@ class TrainingRuns:
             self._stop(training_id, "failed", outcome.error)
             return
         for metrics, checkpoint in outcome.value["epochs"]:
-            self.store.record_epoch(training_id, metrics, checkpoint, self.holder)
+            # Where each epoch ran is kept with it: on a cluster, the first thing to ask of a slow epoch.
+            self.store.record_epoch(training_id, metrics | {"worker": outcome.worker} | outcome.worker_metrics(),
+                                    checkpoint, self.holder)
             job.epoch, job.checkpoint = metrics["epoch"], checkpoint
             if self.on_epoch is not None:
                 self.on_epoch(training_id, EpochMetrics(**metrics))

@@ -1,7 +1,7 @@
 """`create_app(settings)`: the FastAPI service over a Dvolver store.
 
 The API never trains: it validates, stores and reads. Runner processes (service/runner.py) claim
-queued searches from the same store and run them.
+queued searches and final trainings from the same store and run them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dvolver.store import Store
 
 from .guard import BodyGuard
 from .paths import resolved_roots
-from .routes import dashboard, docs, events, health, results, searches, submit
+from .routes import dashboard, docs, events, health, results, searches, submit, trainings
 from .settings import Settings
 from .views import Exports, SharedHypervolumes, Snapshots
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.exports = Exports(app.state.store)
     app.state.shared_hypervolumes = SharedHypervolumes(app.state.store)
     app.include_router(submit.router(app.state.data_roots))
-    for module in (health, searches, results, events, dashboard, docs):
+    for module in (health, searches, results, trainings, events, dashboard, docs):
         app.include_router(module.router)
     app.add_exception_handler(DvolverError, _dvolver_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -29,11 +29,13 @@ _WHY = {
     400: (ErrorOut, "a body that is not JSON, or a request that cannot be carried out as asked (an export the "
                "candidate cannot give)"),
     401: (ErrorOut, "no token where one is needed, or an unknown, revoked or malformed one"),
-    404: (ErrorOut, "no such search or candidate for this caller (another owner's search is reported missing)"),
-    409: (ErrorOut, "the search's status does not allow it (cancelling a finished search, deleting a running one)"),
+    404: (ErrorOut, "no such search, candidate or training for this caller (another owner's are reported missing)"),
+    409: (ErrorOut, "the status does not allow it (cancelling a finished search, deleting a running one, retraining "
+               "a candidate that has not finished, exporting an unfinished training)"),
     413: (ErrorOut, "the body is larger than the service accepts"),
     422: (InvalidOut, "a parameter or the body is invalid; each problem names its field"),
-    429: (ErrorOut, "the owner already has as many searches queued or running as the service allows"),
+    429: (ErrorOut, "the owner already has as many searches (or final trainings) queued or running as the service "
+               "allows"),
     503: (ErrorOut, "the store cannot be reached"),
 }
 

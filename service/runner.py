@@ -1,9 +1,15 @@
-"""The runner: a process that claims queued searches from the store and runs them on the engine.
+"""The runner: a process that claims queued searches from the store and runs them on the engine, and
+queued final trainings, which it runs side by side on its workers.
 
-Several runners may share one database; the store's conditional claim makes sure each search has
-one runner at a time. A runner holds a lease on its search and renews it while it works. If the
-runner dies, the lease runs out and any runner (a restarted one included) takes the search over;
-the engine then replays the journal, so finished candidates are reused, not retrained.
+Several runners may share one database; the store's conditional claim makes sure each search, and
+each training, has one runner at a time. A runner holds a lease on what it runs and renews it while
+it works. If the runner dies, the lease runs out and any runner (a restarted one included) takes the
+work over: the engine replays a search's journal, so finished candidates are reused, not retrained,
+and a training resumes from its last checkpointed epoch.
+
+A runner looks for a search first. With none queued it claims trainings, as many as its workers take,
+and goes on filling freed workers with trainings until none is queued or in flight; then it looks for
+searches again.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ import threading
 import time
 from typing import Any
 
-from dvolver.api import make_executor
+from dvolver.api import make_executor, make_training_executor
 from dvolver.engine import Stopped, run
 from dvolver.errors import DvolverError
 from dvolver.spec import SearchSpec
-from dvolver.store import Search, Store
+from dvolver.store import Search, Store, Training
+from dvolver.training_runs import Stopped as StoppedTrainings
+from dvolver.training_runs import TrainingRuns
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +77,25 @@ class _Watch(threading.Thread):
                     return
 
 
+class _TrainingWatch(threading.Thread):
+    """Renews the leases of the trainings in flight while they train."""
+
+    def __init__(self, store: Store, runs: TrainingRuns, runner: str, lease_seconds: float) -> None:
+        super().__init__(daemon=True, name="training-leases")
+        self.store, self.runs, self.runner, self.lease_seconds = store, runs, runner, lease_seconds
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.lease_seconds / 3):
+            try:
+                held = self.runs.held()
+                lost = set(held) - self.store.renew_training_leases(held, self.runner, self.lease_seconds)
+                if lost:  # its next write raises LeaseLost, and this runner lets it go
+                    log.warning("runner %s: lost the lease on training(s) %s", self.runner, sorted(lost))
+            except Exception:  # a database hiccup: try again next round; the lease has slack
+                log.warning("runner %s: cannot reach the store to renew training leases", self.runner, exc_info=True)
+
+
 class Runner:
     def __init__(self, db: str | None = None, name: str | None = None, lease_seconds: float = 30.0,
                  poll_seconds: float = 1.0, workers: int = 2, ray_address: str | None = None,
@@ -94,6 +121,8 @@ class Runner:
                     self.shutdown.wait(max(self.poll_seconds, 5.0))
                     continue
                 if search is None:
+                    if self.run_trainings():
+                        continue
                     if once:
                         return
                     self.shutdown.wait(self.poll_seconds)
@@ -128,6 +157,52 @@ class Runner:
                 pool.shutdown()
         log.info("runner %s: search %s %s", self.name, search.id, outcome)
         return outcome
+
+    def run_trainings(self) -> bool:
+        """Claims queued trainings and runs them, a worker each, claiming more as workers free up, until
+        none is queued or in flight (or the runner shuts down, handing those in flight back to the queue).
+        False when there was none to claim. The workers are made for the first training's search."""
+        try:
+            first = self.store.claim_training(self.name, self.lease_seconds)
+        except Exception:  # the database is away: serve() waits and tries again
+            log.warning("runner %s: cannot claim a training from the store", self.name, exc_info=True)
+            return False
+        if first is None:
+            return False
+        claimed: list[Training] = [first]
+
+        def source() -> Training | None:
+            if claimed:
+                return claimed.pop()
+            return None if self.shutdown.is_set() else self.store.claim_training(self.name, self.lease_seconds)
+
+        pool: Any = None
+        runs: TrainingRuns | None = None
+        watch: _TrainingWatch | None = None
+        try:
+            spec = SearchSpec.from_stored(self.store.get_search(first.search_id).spec)
+            pool = make_training_executor(spec, self.workers, self.executor, self.workers, self.ray_address)
+            if getattr(pool, "owns_ray", False) and self._ray_owner is None:
+                self._ray_owner = pool
+            runs = TrainingRuns(self.store, pool, self.name,
+                                should_stop=lambda: "shutdown" if self.shutdown.is_set() else None)
+            watch = _TrainingWatch(self.store, runs, self.name, self.lease_seconds)
+            watch.start()
+            ended = runs.run(source)
+            log.info("runner %s: trainings %s", self.name, ended)
+        except StoppedTrainings:
+            log.info("runner %s: shutting down; the trainings in flight went back to the queue", self.name)
+        except Exception as exc:  # the workers did not start: the claimed trainings fail, saying why
+            log.error("runner %s: trainings stopped: %s", self.name, exc)
+            held = runs.held() if runs is not None else [first.id]
+            for training_id in held or [first.id]:
+                self.store.stop_training(training_id, "failed", f"{type(exc).__name__}: {exc}", self.name)
+        finally:
+            if watch is not None:
+                watch.done.set()
+            if pool is not None and pool is not self._ray_owner:
+                pool.shutdown()
+        return True
 
     def _stopped(self, search_id: int, reason: str) -> str:
         if reason == "cancelled":

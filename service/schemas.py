@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path as PathLib
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from pydantic import BaseModel, Field, field_validator
@@ -196,3 +196,77 @@ def submitted_spec(roots: tuple[PathLib, ...]) -> type[dvolver_spec.SearchSpec]:
                 raise ValueError(f"table: {exc}") from None
 
     return SearchSpec
+
+
+class TrainingOut(BaseModel):
+    """A final training: a found candidate (or a reference architecture, `candidate_id` null) retrained at its
+    final scale. Accuracies are in %, on the validation split (`val_acc`, after the last epoch recorded) and
+    the test split (`test_acc`, once finished); MACs and FLOPs (= 2 x MACs, fvcore) and params are of the
+    deployed network at the final scale, latency on the CPU at batch 1."""
+
+    id: int
+    search_id: int
+    candidate_id: int | None
+    genome: list[int]
+    space: str
+    status: str = Field(description="queued, running, finished, failed or cancelled")
+    epoch: int = Field(description="epochs done, each checkpointed")
+    epochs: int
+    val_acc: float | None
+    test_acc: float | None
+    macs: int | None
+    flops: int | None
+    params: int | None
+    latency_ms: float | None
+    weights_sha256: str | None
+    error: str | None
+    runner: str | None = Field(description="the runner holding it while it runs")
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exports: dict[str, str] = Field(description="links to the trained network as files, once finished")
+
+
+class TrainingDetail(TrainingOut):
+    recipe: dict[str, Any] = Field(description="the FinalTraining, as the space filled it in")
+    history: list[dict[str, Any]] = Field(description="per epoch: train_loss, val_acc (%), lr, drop_path, seconds")
+
+
+class TrainingPage(BaseModel):
+    items: list[TrainingOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TrainingRequest(BaseModel):
+    """What POST /searches/{id}/trainings retrains: `candidates` (ids of finished candidates, or "front" or
+    "knee") or a reference `genome` ("nasnet-a", or a genome of the search's space), with one recipe."""
+
+    model_config = {"extra": "forbid"}
+
+    candidates: list[Annotated[int, Field(ge=1, le=2**62)]] | Literal["front", "knee"] | None = Field(
+        None, max_length=1000)
+    genome: str | list[int] | None = Field(None, description="a reference architecture instead of candidates")
+    recipe: dict[str, Any] = Field(default_factory=dict, description=(
+        "a FinalTraining (see `dvolver train --help` for its fields); the dataset defaults to the search's and "
+        "must lie under the service's data roots"))
+
+
+class Survival(BaseModel):
+    """How the proxy ranking survived final training, over the search's finished trainings (validation and
+    test splits)."""
+
+    search_id: int
+    objectives: list[str]
+    pairs: list[dict[str, Any]] = Field(description="per retrained candidate: its proxy, final val and test acc")
+    kendall_tau_val: float | None
+    spearman_rho_val: float | None
+    kendall_tau_test: float | None
+    spearman_rho_test: float | None
+    proxy_front: list[int] = Field(description="candidate ids")
+    final_front: list[int] = Field(description="training ids: final test accuracy and costs at final scale")
+    fell_off: list[int] = Field(description="proxy-front candidates retrained and off the final front")
+    not_retrained: list[int]
+    references: list[int] = Field(description="training ids of reference architectures")

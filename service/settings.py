@@ -17,6 +17,9 @@ class Settings(BaseModel):
     max_evaluations: int = Field(10_000, ge=1, description="largest budget a submitted search may ask for")
     max_epochs: int = Field(200, ge=1, description="most training epochs (fine-tuning included) a search may ask for")
     max_concurrent: int = Field(4, ge=1, description="queued + running searches per owner")
+    max_final_epochs: int = Field(600, ge=1, description="most epochs a final training may ask for (Dvolver's "
+                                  "CIFAR-10 recipe: 600)")
+    max_trainings: int = Field(8, ge=1, description="queued + running final trainings per owner")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="larger request bodies are refused with 413 unread")
     max_json_depth: int = Field(32, ge=8, le=512, description=(
         "JSON bodies nested deeper are refused with 422 before they are parsed (a SearchSpec needs 4)"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from dvolver.export import Exported, export_candidate
+from dvolver.export import Exported, export_candidate, export_training
 from dvolver.front import minimised, pareto_front
 from dvolver.jsonable import finite
 from dvolver.objectives import OBJECTIVES, violation
 from dvolver.pareto import hypervolume, knee_point, non_dominated, normalise
 from dvolver.run_stats import RunStats
 from dvolver.spec import SearchSpec
-from dvolver.store import Candidate, Search, Store
+from dvolver.store import Candidate, Search, Store, Training
 
 from . import schemas
 
@@ -116,11 +117,19 @@ class Exports:
 
     def get(self, search: Search, candidate_id: int, fmt: str) -> Exported:
         key = (search.id, search.created_at, candidate_id, fmt)
+        return self._kept(key, lambda: export_candidate(self.store, search.id, candidate_id, fmt))
+
+    def training(self, training: Training, fmt: str) -> Exported:
+        """A finished training's network; keyed on its weights' hash, which a finished training never changes."""
+        return self._kept(("training", training.id, training.weights_sha256, fmt),
+                          lambda: export_training(self.store, training.id, fmt))
+
+    def _kept(self, key: tuple[Any, ...], make: Callable[[], Exported]) -> Exported:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        out = export_candidate(self.store, search.id, candidate_id, fmt)
+        out = make()
         with self._lock:
             self._items[key] = out
             while len(self._items) > self.size:

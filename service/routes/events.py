@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from dvolver.errors import NotFoundError
 from dvolver.jsonable import finite
-from dvolver.store import ACTIVE_SEARCH_STATUSES
+from dvolver.store import ACTIVE_SEARCH_STATUSES, Store
 
 from ..auth import Caller, reader, visible_search
 from ..responses import READ, errors
@@ -26,7 +26,7 @@ from ..schemas import SearchId
 router = APIRouter(tags=["results"])
 
 # Journal kinds a client sees; the others (claims, cancel requests) are bookkeeping.
-PUBLIC_KINDS = ("candidate", "front", "generation", "status")
+PUBLIC_KINDS = ("candidate", "front", "generation", "status", "training")
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500
 
@@ -36,11 +36,16 @@ def _frame(kind: str, data: object, event_id: int | None = None) -> str:
     return f"{head}event: {kind}\ndata: {json.dumps(data, allow_nan=False, default=str)}\n\n"
 
 
+def _training(store: Store, search_id: int) -> bool:
+    return any(t.status in ("queued", "running") for t in store.list_trainings(search_id))
+
+
 @router.get("/searches/{search_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}} | errors(*READ))
 async def events(search_id: SearchId, request: Request, after: int = Query(0, ge=0, le=2**62),
                  last_event_id: str | None = Header(None), who: Caller = Depends(reader)) -> StreamingResponse:
-    """Events: candidate, front, generation, status; then `end` once the search has stopped."""
+    """Events: candidate, front, generation, status, and training (a final training's status and each epoch);
+    then `end` once the search and its trainings have stopped."""
     store = request.app.state.store
     visible_search(store, search_id, who)
     # EventSource sends back the last id it saw; anything else in the header is ignored.
@@ -62,7 +67,7 @@ async def events(search_id: SearchId, request: Request, after: int = Query(0, ge
             except NotFoundError:
                 yield _frame("end", {"status": "deleted"})
                 return
-            if status not in ACTIVE_SEARCH_STATUSES:
+            if status not in ACTIVE_SEARCH_STATUSES and not await asyncio.to_thread(_training, store, search_id):
                 tail = await asyncio.to_thread(store.events, search_id, cursor, PUBLIC_KINDS, BATCH)
                 if not tail:
                     yield _frame("end", {"status": status})

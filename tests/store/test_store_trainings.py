@@ -6,11 +6,12 @@ from before reference trainings keeps its trainings and takes trainings with no 
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 from sqlalchemy import MetaData, create_engine, insert, inspect, text
 
-from dvolver.errors import ConflictError, NotFoundError
+from dvolver.errors import ConflictError, LeaseLost, NotFoundError
 from dvolver.schema import SCHEMA_VERSION
 from dvolver.store import Base, Store
 from dvolver.store_trainings import CHECKPOINT, WEIGHTS
@@ -165,3 +166,40 @@ def test_a_version_2_store_keeps_its_trainings_and_takes_a_reference_training(st
     [reference] = store.create_trainings(search_id, [{"candidate_id": None, "genome": (3, 2, 1), "space": "nasnet",
                                                       "recipe": RECIPE, "epochs": 2}])
     assert reference > old and store.get_training(reference).candidate_id is None
+
+
+def test_runners_claim_trainings_under_leases_and_only_the_holder_writes(store):
+    _, training_id = _queued(store)
+    claimed = store.claim_training("a", lease_seconds=3)
+    assert (claimed.id, claimed.status, claimed.runner) == (training_id, "running", "a")
+    assert store.claim_training("b", lease_seconds=10) is None  # a's lease holds
+    with pytest.raises(ConflictError, match="running on runner a"):
+        store.take_training(training_id)  # nor may a `dvolver train` process take it from a live runner
+    store.record_epoch(training_id, _epoch(1), b"one", holder="a")
+    with pytest.raises(LeaseLost, match="held by a"):
+        store.record_epoch(training_id, _epoch(2), b"two", holder="b")
+    assert store.renew_training_leases([training_id], "a", 3) == {training_id}
+
+    time.sleep(3.2)
+    taken = store.claim_training("b", lease_seconds=10)
+    assert (taken.id, taken.runner, taken.epoch) == (training_id, "b", 1)  # from the last epoch a committed
+    assert store.renew_training_leases([training_id], "a", 10) == set()  # a is told it lost it
+    with pytest.raises(LeaseLost):
+        store.record_epoch(training_id, _epoch(2), b"two", holder="a")
+    store.stop_training(training_id, "failed", "stale", holder="a")  # a's stop changes nothing of b's
+    assert store.get_training(training_id).status == "running"
+
+    assert store.request_training_cancel(training_id).cancel_requested  # running: flagged for its holder
+    store.stop_training(training_id, "cancelled", "on request", holder="b")
+    assert store.get_training(training_id).status == "cancelled"
+    requeued = store.requeue_training(training_id)
+    assert (requeued.status, requeued.runner, requeued.cancel_requested, requeued.epoch) == ("queued", None, False, 1)
+    store.release_training(training_id, "b")  # no longer b's: nothing happens
+    assert store.claim_training("c", lease_seconds=10).runner == "c"
+    store.release_training(training_id, "c")  # a runner shutting down hands it back
+    assert store.get_training(training_id).status == "queued"
+    assert store.request_training_cancel(training_id).status == "cancelled"  # queued: at once
+    with pytest.raises(ConflictError, match="only queued or running"):
+        store.request_training_cancel(training_id)
+    with pytest.raises(NotFoundError):
+        store.requeue_training(training_id + 100)
