@@ -388,6 +388,8 @@ def serve(
     max_evaluations: int = typer.Option(10_000, help="largest budget a submitted search may ask for"),
     max_epochs: int = typer.Option(200, help="most training epochs a submitted search may ask for"),
     max_concurrent: int = typer.Option(4, help="queued + running searches one owner may have"),
+    max_final_epochs: int = typer.Option(600, help="most epochs a final training may ask for"),
+    max_trainings: int = typer.Option(8, help="queued + running final trainings one owner may have"),
     data_root: list[Path] = typer.Option(None, "--data-root", help="a folder whose files (datasets, tables) "
                                          "submitted searches may name; repeatable [~/.dvolver/data]"),
 ) -> None:
@@ -405,7 +407,8 @@ def serve(
     url = resolve_url(db)
     settings = Settings(db=url, open_reads=Settings.default_open_reads(host) if open_reads is None else open_reads,
                         max_population=max_population, max_evaluations=max_evaluations, max_epochs=max_epochs,
-                        max_concurrent=max_concurrent,
+                        max_concurrent=max_concurrent, max_final_epochs=max_final_epochs,
+                        max_trainings=max_trainings,
                         **({"data_roots": [str(p) for p in data_root]} if data_root else {}))
     application = create_app(settings)
     children = []

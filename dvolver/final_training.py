@@ -191,7 +191,7 @@ class _Run:
                 self._average(epoch * self.steps_per_epoch + step)
             loss_sum += loss.detach().double() * len(idx)
         train_loss = loss_sum.item() / len(self.x_train)
-        check_finite(train_loss, epoch)
+        check_finite(train_loss, epoch, "the final training's lr")
         measured = self.measured()
         self.history.append(EpochMetrics(
             epoch + 1, train_loss, self.accuracy(measured, self.dataset.x_val, self.dataset.y_val),

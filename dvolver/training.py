@@ -190,10 +190,11 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
     scaler.update()
 
 
-def check_finite(mean_loss: float, epoch: int) -> None:
-    """Checked once an epoch: a check per step would make the CPU wait for the GPU at every step."""
+def check_finite(mean_loss: float, epoch: int, lr_field: str = "training.lr") -> None:
+    """Checked once an epoch: a check per step would make the CPU wait for the GPU at every step. `lr_field`
+    names the learning rate to lower where the caller's settings hold it."""
     if not math.isfinite(mean_loss):
-        raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch + 1}; lower training.lr")
+        raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch + 1}; lower {lr_field}")
 
 
 # Up to this many bytes of training images are copied to the GPU once, instead of batch by batch.

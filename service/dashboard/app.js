@@ -12,6 +12,8 @@
   const ACTIVE = new Set(["queued", "running"]);
   const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
   const FRONT_COLOUR = "#2563eb";
+  const FINAL_COLOUR = "#ea580c"; // final trainings of found candidates
+  const REFERENCE_COLOUR = "#111827"; // final trainings of reference architectures
   const PLOT_CONFIG = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"] };
 
   // ---------------------------------------------------------------- DOM helpers
@@ -473,6 +475,158 @@
     await load();
   }
 
+  // ---------------------------------------------------------------- final trainings
+
+  // Where a final training holds each objective, measured on its network at the final scale (as
+  // dvolver/rank_survival.py's FINAL_VALUES): accuracy is the test split's, costs the final network's.
+  const FINAL_VALUES = { acc: "test_acc", flops: "flops", macs: "macs", params: "params", latency: "latency_ms" };
+  // The reference architectures the service knows by name (dvolver.trainings.REFERENCES, the genome being
+  // search_spaces/nasnet.py's NASNET_A): the API gives a reference's genome, not its name.
+  const REFERENCE_NAMES = {
+    nasnet: { "0,1,1,0,1,1,1,0,0,3,1,5,1,3,1,3,0,0,0,5,2,0,1,1,2,0,4,1,2,0,3,1,1,3,5,2,3,2,0,0,4,8": "NASNet-A" },
+  };
+
+  function referenceName(t) {
+    const name = typeof t.reference === "string" ? t.reference : REFERENCE_NAMES[t.space]?.[(t.genome || []).join(",")];
+    return name ? `${name} (reference)` : `reference #${t.id}`;
+  }
+
+  const networkName = (t) => (t.candidate_id === null ? referenceName(t) : `candidate #${t.candidate_id}`);
+
+  // An objective's value for the final network, in the plot axis's units; null where it is not measured there.
+  function finalValue(t, name, info) {
+    const value = t[FINAL_VALUES[name]];
+    if (typeof value !== "number" || !Number.isFinite(value)) return null;
+    if (info.cost && value <= 0) return null; // a cost axis is logarithmic
+    return name === "acc" && info.unit === "fraction" ? value / 100 : value;
+  }
+
+  // A candidate's proxy value on an axis, where the plot can draw it.
+  function proxyValue(objectives, name, info) {
+    const value = objectives?.[name];
+    return typeof value === "number" && Number.isFinite(value) && !(info.cost && value <= 0) ? value : null;
+  }
+
+  // What a final point's coordinate is: "test accuracy", "FLOPs at final scale".
+  const finalAxisName = (name, info) => (name === "acc" ? "test accuracy" : `${shortName(name, info)} at final scale`);
+
+  const correlation = (value) => (typeof value === "number" ? value.toFixed(3) : "—");
+  const accText = (value) => (typeof value === "number" ? percent(value, {}) : "—");
+  const mflops = (flops) => (typeof flops === "number" ? trim((flops / 1e6).toPrecision(3)) : "—");
+
+  // The finished trainings in the front plot: each found network's final point (test accuracy, costs
+  // measured on the final network) joined by a dotted line to its proxy point, and the reference
+  // architectures as labelled stars. Nothing where an axis is not measured on the final networks.
+  function trainingTraces(trainings, proxies, x, xi, y, yi) {
+    const placed = trainings.filter((t) => t.status === "finished")
+      .map((t) => ({ t, x: finalValue(t, x, xi), y: finalValue(t, y, yi) }))
+      .filter((p) => p.x !== null && p.y !== null);
+    if (!placed.length) return [];
+    const what = [[x, xi], [y, yi]].sort(([a], [b]) => (b === "acc") - (a === "acc"))
+      .map(([name, info]) => finalAxisName(name, info)).join(", ");
+    const hover = (p) => {
+      const t = p.t;
+      const proxy = t.candidate_id === null ? null : proxies.get(t.candidate_id);
+      const lines = [`training #${t.id} · ${networkName(t)}`,
+        `${finalAxisName(x, xi)}: ${formatObjective(x, p.x, xi)}`,
+        `${finalAxisName(y, yi)}: ${formatObjective(y, p.y, yi)}`,
+        `final validation accuracy: ${accText(t.val_acc)}`];
+      if (proxy) {
+        lines.push(`proxy: ${shortName(x, xi)} ${formatObjective(x, proxy[x], xi)}, `
+          + `${shortName(y, yi)} ${formatObjective(y, proxy[y], yi)}`);
+      }
+      return lines.map(plotText).join("<br>");
+    };
+    const found = placed.filter((p) => p.t.candidate_id !== null);
+    const references = placed.filter((p) => p.t.candidate_id === null);
+    const links = found.map((p) => {
+      const proxy = proxies.get(p.t.candidate_id);
+      return { p, px: proxyValue(proxy, x, xi), py: proxyValue(proxy, y, yi) };
+    }).filter((l) => l.px !== null && l.py !== null);
+    const traces = [];
+    if (links.length) {
+      traces.push({ type: "scatter", mode: "lines", name: "proxy → final (same network)",
+        x: links.flatMap((l) => [l.px, l.p.x, null]), y: links.flatMap((l) => [l.py, l.p.y, null]),
+        hoverinfo: "skip", line: { color: FINAL_COLOUR, width: 1.2, dash: "dot" } });
+    }
+    if (found.length) {
+      traces.push({ type: "scatter", mode: "markers", name: plotText(`final training (${what})`),
+        x: found.map((p) => p.x), y: found.map((p) => p.y), customdata: found.map((p) => p.t.candidate_id),
+        meta: { trainings: found.map((p) => p.t.id) }, text: found.map(hover),
+        hovertemplate: "%{text}<extra>final</extra>",
+        marker: { color: FINAL_COLOUR, symbol: "diamond", size: 11, line: { color: "#ffffff", width: 1 } } });
+    }
+    if (references.length) {
+      traces.push({ type: "scatter", mode: "markers+text", name: plotText(`reference (${what})`),
+        x: references.map((p) => p.x), y: references.map((p) => p.y),
+        meta: { trainings: references.map((p) => p.t.id) }, text: references.map((p) => plotText(referenceName(p.t))),
+        hovertext: references.map(hover), hovertemplate: "%{hovertext}<extra>reference</extra>",
+        textposition: "bottom center", textfont: { size: 11, color: REFERENCE_COLOUR }, cliponaxis: false,
+        marker: { color: REFERENCE_COLOUR, symbol: "star", size: 13, line: { color: "#ffffff", width: 1 } } });
+    }
+    return traces;
+  }
+
+  // Each final training's marker carries its training's id, so the drawn SVG tells them apart.
+  function tagTrainingPoints(div) {
+    for (const layer of div.querySelectorAll(".scatterlayer .trace")) {
+      const ids = layer.__data__?.[0]?.trace?.meta?.trainings;
+      if (!Array.isArray(ids)) continue;
+      layer.querySelectorAll("path.point").forEach((point, i) => {
+        if (ids[i] !== undefined) point.setAttribute("data-training-id", String(ids[i]));
+      });
+    }
+  }
+
+  function trainingStatus(t) {
+    const running = t.status === "running" || (ACTIVE.has(t.status) && t.epoch > 0);
+    return [badge(t.status),
+      running ? el("span", { class: "progress epochs" },
+        el("progress", { max: Math.max(t.epochs, 1), value: t.epoch,
+          "aria-label": `training #${t.id}: ${t.epoch} of ${t.epochs} epochs` }),
+        el("span", { class: "muted" }, `epoch ${t.epoch} / ${t.epochs}`)) : null,
+      t.cancel_requested && ACTIVE.has(t.status) ? el("span", { class: "muted" }, " cancelling") : null,
+      t.error ? el("div", { class: "error training-error", title: t.error },
+        t.error.length > 140 ? `${t.error.slice(0, 140)}…` : t.error) : null];
+  }
+
+  function rankLine(s) {
+    const n = s.pairs.length;
+    const over = `over ${n} retrained candidate${n === 1 ? "" : "s"}`;
+    if (typeof s.kendall_tau_test === "number") {
+      return el("p", { id: "rank-correlation" },
+        `Kendall tau (proxy vs final test): ${correlation(s.kendall_tau_test)}, `
+          + `Spearman rho: ${correlation(s.spearman_rho_test)} ${over}`,
+        el("span", { class: "muted" }, ` · on the validation split: tau ${correlation(s.kendall_tau_val)}, `
+          + `rho ${correlation(s.spearman_rho_val)}`));
+    }
+    if (n < 2) {
+      return el("p", { id: "rank-correlation", class: "muted" }, "The rank correlation of proxy and final accuracy "
+        + `needs at least two finished retrained candidates (${n} so far).`);
+    }
+    return el("p", { id: "rank-correlation", class: "muted" }, `Kendall tau and Spearman rho are undefined ${over}: `
+      + "their proxy or their final test accuracies are all tied.");
+  }
+
+  const FINAL_FRONT_TITLE = "The front of the final networks: test accuracy and the search's cost objectives "
+    + "measured at the final scale, reference architectures included.";
+
+  function fellOffLine(s, candidateButton) {
+    if (!s.pairs.length) return null;
+    const retrained = s.proxy_front.filter((c) => !s.not_retrained.includes(c));
+    const notRetrained = s.not_retrained.length
+      ? el("span", { class: "muted" }, ` · ${s.not_retrained.length} of ${s.proxy_front.length} proxy-front `
+        + `member${s.proxy_front.length === 1 ? "" : "s"} not retrained`) : null;
+    if (s.fell_off.length) {
+      return el("p", { id: "fell-off", title: FINAL_FRONT_TITLE }, "Fell off the final front: ",
+        s.fell_off.map((c, i) => [i ? ", " : "", candidateButton(c)]),
+        el("span", { class: "muted" }, " (on the proxy front, not on the front of the final networks)"), notRetrained);
+    }
+    return el("p", { id: "fell-off", title: FINAL_FRONT_TITLE }, retrained.length
+      ? "Every retrained proxy-front member is on the final front." : "No proxy-front member is retrained yet.",
+    notRetrained);
+  }
+
   // ---------------------------------------------------------------- one search
 
   function defaultAxes(detail) {
@@ -491,7 +645,8 @@
 
   async function searchView(root, ctx, id, params) {
     const base = `/searches/${id}`;
-    const state = { detail: await api(base), points: null, history: null, selected: null, historyIndex: null };
+    const state = { detail: await api(base), points: null, history: null, selected: null, historyIndex: null,
+      trainings: [], trainingsTotal: 0, survival: null, proxies: new Map() };
     if (!ctx.alive) return;
     Object.assign(state, defaultAxes(state.detail));
 
@@ -506,6 +661,14 @@
     const slider = el("input", { id: "history-slider", type: "range", min: 0, max: 0, value: 0, step: 1 });
     const sliderText = el("output", { for: "history-slider", id: "history-label" });
     const historyPlot = el("div", { id: "history-plot", class: "plot small", "data-testid": "history-plot" });
+    // Final trainings: hidden while the search has none.
+    const trainingsSection = el("section", { id: "trainings", class: "card trainings", hidden: true,
+      "aria-labelledby": "trainings-title", "data-testid": "trainings" });
+    const trainingsRows = el("tbody");
+    const trainingsFacts = el("div");
+    const trainingsPlotNote = el("p", { id: "trainings-plot-note", class: "muted", hidden: true });
+    const trainingsMore = el("p", { class: "muted", hidden: true });
+    const trainingsCount = el("span", { class: "muted", id: "trainings-count" });
     const panel = el("aside", { id: "candidate-panel", class: "card panel", "data-testid": "candidate-panel",
       "aria-label": "Candidate details", tabindex: -1, hidden: true });
 
@@ -517,6 +680,22 @@
       el("details", { id: "front-table" }, el("summary", {}, "Front as a table"),
         el("div", { class: "table-scroll" }, el("table", { class: "grid compact" },
           el("thead", {}, el("tr", {}, th("Candidate"), th("", "front-x"), th("", "front-y"))), frontTable))));
+    const trainingsHeads = [["Training"], ["Network"], ["Status"],
+      ["Proxy acc", "the candidate's validation accuracy in the search, at the proxy's scale"],
+      ["Final val acc", "validation accuracy after the last epoch trained, at the final scale"],
+      ["Final test acc", "test-split accuracy of the finished final network"],
+      ["MFLOPs", "millions of FLOPs (2 × MACs) of the final network, at the final scale"],
+      ["Params", "parameters of the final network"], ["Final weights"]];
+    trainingsSection.append(
+      el("div", { class: "toolbar" }, el("h2", { id: "trainings-title" }, "Final trainings"), trainingsCount),
+      el("p", { class: "plot-note" }, "Found networks retrained at their final scale. In the front plot their "
+        + "final points are at the test accuracy and the costs measured on the final networks (final scale), "
+        + "joined by a dotted line to the same network's proxy point."),
+      trainingsFacts, trainingsPlotNote,
+      el("div", { class: "table-scroll" }, el("table", { id: "trainings-table", class: "grid compact" },
+        el("thead", {}, el("tr", {}, trainingsHeads.map(([text, title]) => el("th", { scope: "col", title }, text)))),
+        trainingsRows)),
+      trainingsMore);
     const hvSection = el("section", { class: "card" },
       el("h2", { title: OWN_HV_TITLE }, "Hypervolume over evaluations"),
       el("p", { class: "plot-note muted" }, "normalised by this search's first generation: follows its progress, "
@@ -525,7 +704,8 @@
     const historySection = el("section", { class: "card" }, el("h2", {}, "Front evolution"),
       el("label", { for: "history-slider", class: "slider-label" }, "Generation"), slider, sliderText, historyPlot);
     root.append(head, el("div", { class: "search-body" },
-      el("div", { class: "plots" }, frontSection, el("div", { class: "two-up" }, hvSection, historySection)),
+      el("div", { class: "plots" }, frontSection, trainingsSection,
+        el("div", { class: "two-up" }, hvSection, historySection)),
       panel));
 
     function renderHead() {
@@ -596,6 +776,7 @@
           y: points.front.map((p) => p.y), customdata: points.front.map((p) => p.id),
           text: hoverTexts(points.front, "", x, xi, y, yi), hovertemplate: "%{text}<extra>front</extra>",
           marker: { color: FRONT_COLOUR, size: 9, line: { color: "#ffffff", width: 1 } } },
+        ...trainingTraces(state.trainings, state.proxies, x, xi, y, yi),
         { type: "scatter", mode: "markers", name: "selected", x: chosen.map((p) => p.x), y: chosen.map((p) => p.y),
           hoverinfo: "skip", showlegend: false,
           marker: { color: "rgba(0,0,0,0)", size: 18, line: { color: "#f59e0b", width: 3 } } },
@@ -603,6 +784,8 @@
       // uirevision keeps the user's zoom across live refreshes until the axes change.
       await ctx.plot(frontPlot, traces, plotLayout(x, xi, y, yi, { uirevision: `${x}/${y}` }));
       if (!ctx.alive) return;
+      tagTrainingPoints(frontPlot);
+      renderTrainingsPlotNote();
       frontCount.textContent = String(points.front.length);
       decimation.textContent = points.dominated_shown < points.dominated_total
         ? `showing ${points.dominated_shown} of ${points.dominated_total} dominated points`
@@ -677,6 +860,105 @@
       drawHistory().catch(report);
     });
 
+    // The search's trainings, their rank survival once one has finished, and the proxy objectives of the
+    // candidates they retrain (finished candidates do not change: each is asked for once).
+    let trainingLoads = 0;
+    async function fetchTrainings() {
+      const mine = ++trainingLoads;
+      let page;
+      try {
+        page = await api(`/trainings?search_id=${id}&limit=1000`);
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) return false; // a service without trainings
+        throw error;
+      }
+      const wanted = [...new Set(page.items.map((t) => t.candidate_id))]
+        .filter((c) => c !== null && !state.proxies.has(c));
+      const [survival, candidates] = await Promise.all([
+        page.items.some((t) => t.status === "finished") ? api(`${base}/survival`) : null,
+        Promise.all(wanted.map((c) => api(`${base}/candidates/${c}`).catch(() => null)))]);
+      if (!ctx.alive || mine !== trainingLoads) return false;
+      candidates.forEach((c, i) => c && state.proxies.set(wanted[i], c.objectives || {}));
+      Object.assign(state, { trainings: page.items, trainingsTotal: page.total, survival });
+      return true;
+    }
+
+    async function loadTrainings() {
+      if (!(await fetchTrainings())) return;
+      renderTrainings();
+      if (state.points) await drawFront();
+    }
+
+    const trainingsActive = () => state.trainings.some((t) => ACTIVE.has(t.status));
+    const candidateButton = (cid) => el("button", { type: "button", class: "link-button",
+      onclick: () => openCandidate(cid).catch(report) }, `candidate #${cid}`);
+
+    // Rows are replaced only when they changed, so focus on a link survives live updates.
+    const trainingRows = new Map();
+    function renderTrainings() {
+      const { trainings, survival } = state;
+      trainingsSection.hidden = trainings.length === 0;
+      if (!trainings.length) return;
+      const finished = trainings.filter((t) => t.status === "finished").length;
+      trainingsCount.textContent = `${trainings.length} training${trainings.length === 1 ? "" : "s"}, `
+        + `${finished} finished`;
+      fill(trainingsFacts, survival ? [rankLine(survival), fellOffLine(survival, candidateButton)] : null);
+      const onFinalFront = new Set(survival?.final_front || []);
+      const seen = new Set();
+      trainings.forEach((t, i) => {
+        seen.add(t.id);
+        const proxyAcc = t.candidate_id === null ? null : state.proxies.get(t.candidate_id)?.acc;
+        const front = onFinalFront.has(t.id);
+        const json = JSON.stringify([t, proxyAcc, front]);
+        const old = trainingRows.get(t.id);
+        if (old && old.json === json && trainingsRows.children[i] === old.tr) return;
+        const tr = trainingRow(t, proxyAcc, front);
+        if (old) old.tr.replaceWith(tr);
+        trainingsRows.insertBefore(tr, trainingsRows.children[i] || null);
+        trainingRows.set(t.id, { tr, json });
+      });
+      for (const [tid, { tr }] of trainingRows) {
+        if (!seen.has(tid)) {
+          tr.remove();
+          trainingRows.delete(tid);
+        }
+      }
+      trainingsMore.hidden = state.trainingsTotal <= trainings.length;
+      trainingsMore.textContent = `Showing the first ${trainings.length} of ${state.trainingsTotal} trainings.`;
+      renderTrainingsPlotNote();
+    }
+
+    function trainingRow(t, proxyAcc, onFinalFront) {
+      const exportsList = Object.entries(t.exports || {});
+      return el("tr", { "data-training-id": t.id, "data-status": t.status,
+        class: t.candidate_id === null ? "reference" : null },
+      el("td", {}, `#${t.id}`),
+      el("td", {}, t.candidate_id === null ? el("span", { class: "reference-name" }, referenceName(t))
+        : candidateButton(t.candidate_id),
+      onFinalFront ? [" ", el("span", { class: "badge front", title: FINAL_FRONT_TITLE }, "final front")] : null),
+      el("td", {}, trainingStatus(t)),
+      el("td", { class: "num", "data-col": "proxy" }, accText(proxyAcc)),
+      el("td", { class: "num", "data-col": "val" }, accText(t.val_acc)),
+      el("td", { class: "num", "data-col": "test" }, accText(t.test_acc)),
+      el("td", { class: "num", "data-col": "mflops", title: typeof t.flops === "number" ? `${t.flops} FLOPs` : null },
+        mflops(t.flops)),
+      el("td", { class: "num", "data-col": "params" }, typeof t.params === "number" ? si(t.params) : "—"),
+      el("td", { class: "training-exports" }, exportsList.length
+        ? exportsList.map(([format, url]) => exportLink(format, url, `training_${t.id}_${format}`,
+          `${format} of training #${t.id}`))
+        : el("span", { class: "muted" }, "—")));
+    }
+
+    // Said where finished trainings cannot be drawn on the chosen axes.
+    function renderTrainingsPlotNote() {
+      const finished = state.trainings.some((t) => t.status === "finished");
+      const unmeasured = [state.x, state.y].filter((name) => !(name in FINAL_VALUES));
+      trainingsPlotNote.hidden = !finished || !unmeasured.length;
+      trainingsPlotNote.textContent = `The final networks are not in the front plot: `
+        + `${unmeasured.map((n) => shortName(n, infoOf(state.detail, n))).join(" and ")} `
+        + "is not measured on them.";
+    }
+
     async function openCandidate(cid) {
       state.selected = cid;
       panel.hidden = false;
@@ -706,23 +988,40 @@
       await Promise.all([loadPoints(), drawHypervolume()]);
     }
     const scheduleRefresh = throttle(refresh, LIVE_MIN_INTERVAL_MS);
+    // A training sends an event per epoch: the trainings are re-read at most once a second, the search not at all.
+    const scheduleTrainings = throttle(loadTrainings, LIVE_MIN_INTERVAL_MS);
     const onEvent = (kind) => {
+      if (kind === "training" || kind === "end" || kind === "poll") scheduleTrainings();
+      if (kind === "training") return;
       if (kind !== "candidate" && kind !== "front") historyStale = true;
       scheduleRefresh();
     };
     ctx.onDispose(scheduleRefresh.cancel);
+    ctx.onDispose(scheduleTrainings.cancel);
 
     renderHead();
     renderAxes();
+    // Asked for beside the points: they are drawn into the front once both have come.
+    const trainingsFirst = fetchTrainings().catch((error) => {
+      report(error);
+      return false;
+    });
     await loadPoints();
     if (!ctx.alive) return;
+    frontPlot.on("plotly_afterplot", () => tagTrainingPoints(frontPlot));
     frontPlot.on("plotly_click", (event) => {
       const point = (event.points || []).find((p) => p.customdata !== undefined);
       if (point) openCandidate(point.customdata).catch(report);
     });
     const wanted = Number(params.get("candidate"));
     if (Number.isInteger(wanted) && wanted > 0) openCandidate(wanted).catch(report);
-    if (ACTIVE.has(state.detail.status)) follow(ctx, id, onEvent, state.detail.last_event_id);
+    if (await trainingsFirst) {
+      renderTrainings();
+      if (state.trainings.length) await drawFront();
+    }
+    if (!ctx.alive) return;
+    // The stream stays open while the search or any of its trainings is queued or running.
+    if (ACTIVE.has(state.detail.status) || trainingsActive()) follow(ctx, id, onEvent, state.detail.last_event_id);
 
     await drawHypervolume();
     // Asked for only now: on a large search it would delay the front, which matters more.
@@ -743,7 +1042,7 @@
     const token = getToken();
     if (token) query.set("token", token);
     const source = new EventSource(`/searches/${id}/events?${query}`);
-    for (const kind of ["candidate", "front", "generation", "status"]) {
+    for (const kind of ["candidate", "front", "generation", "status", "training"]) {
       source.addEventListener(kind, () => onEvent(kind));
     }
     source.addEventListener("end", () => {
@@ -862,8 +1161,8 @@
     return String(value);
   }
 
-  function exportLink(format, url, fallbackName) {
-    const link = el("a", { href: url, download: "" }, format);
+  function exportLink(format, url, fallbackName, label = null) {
+    const link = el("a", { href: url, download: "", "aria-label": label }, format);
     link.addEventListener("click", (event) => {
       if (!getToken()) return; // the plain link works when reads are open
       event.preventDefault();

@@ -117,7 +117,7 @@ def create(search_id: SearchId, body: TrainingRequest, request: Request,
     return [_out(store.get_training(i), request) for i in ids]
 
 
-@router.get("/trainings", response_model=TrainingPage, responses=errors(401, 422, 503))
+@router.get("/trainings", response_model=TrainingPage, responses=errors(401, 404, 422, 503))
 def list_trainings(request: Request, search_id: int | None = Query(None, ge=1, le=MAX_ID),
                    status: TrainingStatus | None = None, limit: int = Query(100, ge=1, le=1000),
                    offset: int = Query(0, ge=0, le=2**31), who: Caller = Depends(reader)) -> TrainingPage:
