@@ -143,6 +143,14 @@ def test_the_search_page_follows_its_final_trainings_and_shows_them_in_the_plot_
     assert len(link["x"]) == 3 * 2  # proxy point, final point, gap: per retrained candidate
     legend = page.eval_on_selector("#front-plot g.legend", "(g) => g.textContent")
     assert "final training" in legend and "reference" in legend
+    # A real hover on the reference's star says what its coordinates are.
+    star = page.locator(f'{MARKERS}[data-training-id="{reference_id}"]').bounding_box()
+    page.mouse.move(star["x"] + star["width"] / 2, star["y"] + star["height"] / 2)
+    hover = page.locator("#front-plot .hoverlayer .hovertext")
+    hover.first.wait_for()
+    said = hover.first.text_content()
+    assert f"training #{reference_id}" in said and "NASNet-A (reference)" in said, said
+    assert "test accuracy" in said and "FLOPs at final scale" in said, said
 
     # The panel: every training with the API's numbers, the reference by name, the rank correlation.
     for tid, t in trainings.items():
