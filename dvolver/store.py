@@ -43,6 +43,7 @@ from .store_core import (
 from .store_events import Events
 from .store_leases import Leases
 from .store_searches import Searches
+from .store_training_leases import TrainingLeases
 from .store_trainings import Trainings
 
 __all__ = ["ACTIVE_SEARCH_STATUSES", "DEFAULT_DB", "FINAL_STATUSES", "RESUMABLE_STATUSES", "SEARCH_STATUSES", "Base",
@@ -62,7 +63,7 @@ def resolve_url(db: str | None = None) -> str:
     return f"sqlite:///{path}"
 
 
-class Store(Searches, Leases, Candidates, Events, Trainings):
+class Store(Searches, Leases, Candidates, Events, Trainings, TrainingLeases):
     """The searches, their candidates, weights and journal, and the final trainings of candidates, in one
     SQL database.
 
@@ -94,9 +95,9 @@ class Store(Searches, Leases, Candidates, Events, Trainings):
     transaction, so a process killed at any point resumes from the last whole epoch.
 
     Parts: the methods come from Searches (dvolver.store_searches), Leases (store_leases),
-    Candidates (store_candidates), Events (store_events) and Trainings (store_trainings), each with
-    its part of this contract on its class; what they share (the tables, the holder checks) is
-    dvolver.store_core's.
+    Candidates (store_candidates), Events (store_events), Trainings (store_trainings) and TrainingLeases
+    (store_training_leases), each with its part of this contract on its class; what they share (the tables,
+    the holder checks) is dvolver.store_core's.
     """
 
     def __init__(self, url: str | None = None) -> None:
