@@ -13,7 +13,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dvolver.errors import NotFoundError
-from dvolver.store import Search, Store
+from dvolver.store import Search, Store, Training
 from dvolver.tokens import token_owner
 
 MAX_TOKEN_CHARS = 256  # tokens are about 50; anything far longer is not one, and is not hashed
@@ -65,3 +65,14 @@ def visible_search(store: Store, search_id: int, who: Caller) -> Search:
     if search is None or (who.owner is not None and search.owner != who.owner):
         raise NotFoundError(f"no search {search_id}")
     return search
+
+
+def visible_training(store: Store, training_id: int, who: Caller) -> Training:
+    """The training, if the caller may see it; another owner's is reported as missing, as searches are."""
+    try:
+        training = store.get_training(training_id)
+    except NotFoundError:
+        training = None
+    if training is None or (who.owner is not None and training.owner != who.owner):
+        raise NotFoundError(f"no training {training_id}")
+    return training

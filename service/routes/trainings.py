@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
-from dvolver.errors import DatasetError, NotFoundError, SpecError
+from dvolver.errors import DatasetError, SpecError
 from dvolver.export import TRAINING_FORMATS
 from dvolver.final_spec import FinalTraining
 from dvolver.rank_survival import survival as rank_survival
@@ -17,7 +17,7 @@ from dvolver.store import Store, Training
 from dvolver.store_trainings import TRAINING_STATUSES
 from dvolver.trainings import create_reference, create_trainings
 
-from ..auth import Caller, reader, visible_search, writer
+from ..auth import Caller, reader, visible_search, visible_training, writer
 from ..paths import confine
 from ..responses import READ, WRITE, errors
 from ..schemas import MAX_ID, SearchId, Survival, TrainingDetail, TrainingOut, TrainingPage, TrainingRequest
@@ -32,17 +32,6 @@ TrainingFormat = Literal[TRAINING_FORMATS]  # type: ignore[valid-type]
 
 def _refused(loc: tuple[str | int, ...], message: str, kind: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": kind}])
-
-
-def visible_training(store: Store, training_id: int, who: Caller) -> Training:
-    """The training, if the caller may see it; another owner's is reported as missing, as searches are."""
-    try:
-        training = store.get_training(training_id)
-    except NotFoundError:
-        training = None
-    if training is None or (who.owner is not None and training.owner != who.owner):
-        raise NotFoundError(f"no training {training_id}")
-    return training
 
 
 def _checked_recipe(body: TrainingRequest, request: Request) -> dict:
