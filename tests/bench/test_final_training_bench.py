@@ -21,10 +21,14 @@ def test_the_quick_run_reports_every_retrained_network_the_rank_correlation_and_
                           env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = proc.stdout
-    rows = re.findall(r"^\| (candidate \d+|NASNet-A \(reference\)) \| ([-\d.]+) \| ([\d.]+) \| ([\d.]+) \| "
-                      r"([\d.]+) \| ([\d,]+) \|$", out, re.M)
-    assert rows and rows[-1][0] == "NASNet-A (reference)" and len(rows) >= 2, out
-    for _, proxy, val, test, mflops, params in rows:
+    rows = re.findall(r"^\| (candidate \d+|NASNet-A \(reference\)) \| (front|layer \d+|-) \| ([-\d.]+) \| ([\d.]+) \| "
+                      r"([\d.]+) \| ([\d.]+) \| ([\d,]+) \|$", out, re.M)
+    assert rows and rows[-1][0] == "NASNet-A (reference)", out
+    # four to six found networks, the proxy front first and any filler from the next layers after it
+    layers = [where for _, where, *_ in rows[:-1]]
+    assert 4 <= len(layers) <= 6 and layers[0] == "front", out
+    assert layers == sorted(layers, key=lambda w: 1 if w == "front" else int(w.split()[1])), out
+    for _, _, proxy, val, test, mflops, params in rows:
         assert all(0 <= float(v) <= 100 for v in (val, test) + ((proxy,) if proxy != "-" else ()))
         assert float(mflops) > 0 and int(params.replace(",", "")) > 0
     assert "statuses: {" in out and "failed" not in out.split("statuses:")[1].splitlines()[0]
