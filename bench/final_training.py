@@ -13,7 +13,7 @@ found front beat NASNet-A trained the same way? Dvolver's claim, at CPU scale.
    FLOPs (fvcore, FLOPs = 2 x MACs) and params at final scale; Kendall tau-b and Spearman rho between proxy
    and final accuracy; whether some found network reaches NASNet-A's test accuracy at fewer FLOPs.
 
-Sizes on the CPU (a 2-core machine, about 45 minutes in all): the proxy trains F=4, N=1 for 6 epochs on 1,000
+Sizes on the CPU (a 2-core machine, 15 minutes in all on an AMD EPYC): the proxy trains F=4, N=1 for 6 epochs on 1,000
 images, 32 evaluations; the final recipe F=8, N=2 (twice the filters and twice the cells per stage), 8 epochs
 on 2,000 images, drop-path 0.2 rising, the auxiliary head at weight 0.4, cutout, crop and flip. An epoch of
 2,000 images at F=8, N=2 takes about 40 s a worker on a 2-core Xeon, so the papers' 600 epochs are out of
