@@ -720,16 +720,20 @@ app.add_typer(bench_app, name="bench")
 def bench_nb201(
     table: Path = typer.Option(..., help="CSV with a row per NAS-Bench-201 cell (as for `search --table`)"),
     seeds: int = typer.Option(10, help="seeds 0..N-1, the same for every search"),
-    budgets: str = typer.Option("100,300,1000", help="evaluation budgets, comma-separated"),
+    budgets: str = typer.Option("50,100,200,300,1000", help="evaluation budgets, comma-separated"),
     objectives: str = typer.Option("acc,flops", help="acc followed by flops and/or params"),
+    searches: str = typer.Option("", help="comma-separated subset of the searches [all]"),
 ) -> None:
-    """Evaluations to reach the true front: Dvolver's algorithms against Optuna's and pymoo's NSGA-II."""
+    """Evaluations to reach the true front: Dvolver's algorithms against Optuna's samplers (TPE, GP,
+    NSGA-II) and pymoo's NSGA-II, scored raw and de-noised."""
     from . import efficiency
 
     levels = [int(b) for b in _floats("budgets", budgets)]
+    names = [n.strip() for n in searches.split(",") if n.strip()] or None
     problem = efficiency.load_problem(table, [o.strip() for o in objectives.split(",") if o.strip()])
     err.print(f"true front: {len(problem.front)} points; seeds 0..{seeds - 1}; budgets {levels}", highlight=False)
-    rows = efficiency.compare(problem, range(seeds), levels, log=lambda line: err.print(line, highlight=False))
+    rows = efficiency.compare(problem, range(seeds), levels, names,
+                              log=lambda line: err.print(line, highlight=False))
     sys.stdout.write("\n".join(efficiency.table_lines(rows, seeds)) + "\n")
 
 

@@ -1,12 +1,14 @@
-"""How many evaluations a search needs to reach the true front of a NAS-Bench-201 table (issue 5).
+"""How many evaluations a search needs to reach the true front of a NAS-Bench-201 table (issues 5, 20).
 
-Every algorithm searches the same table with the same seeds; each accuracy look-up is one
+Every algorithm searches the same raw table with the same seeds; each accuracy look-up is one
 evaluation, a duplicate asked again included. Dvolver's algorithms run through the real engine in
-table mode (so a network the engine has already evaluated is never charged twice, as in a real
-search); Optuna's NSGAIISampler and pymoo's NSGA2 run in-process, every trial a look-up. Fronts
-are scored against the table's own true front with each objective normalised so that front spans
-[0, 1]: hypervolume ratio (reference point 1.1 in every objective), IGD, and recall, the share of
-the true front's points found exactly.
+table mode with the product's defaults (so a network the engine has already evaluated is never charged
+twice, as in a real search); the peers (Optuna's samplers, pymoo's NSGA2: dvolver.efficiency_peers) run
+in-process, every trial a look-up. Fronts are scored against the table's own true front with each
+objective normalised so that front spans [0, 1]: hypervolume ratio (reference point 1.1 in every
+objective), IGD, and recall, the share of the true front's points found exactly. Each is scored twice:
+raw, and de-noised (every cell at its isomorphic class's mean accuracy, the true front taken the same
+way; Problem.denoised).
 """
 
 from __future__ import annotations
@@ -23,27 +25,30 @@ from pathlib import Path
 import numpy as np
 
 from search_spaces import Genome, make_space
-from search_spaces.nb201 import ALL_GENOMES, EDGES, OPS, NB201Space
+from search_spaces.nb201 import ALL_GENOMES, NB201Space, functional_key
 
+from .efficiency_peers import OPTUNA_SAMPLERS, optuna_search, pymoo_nsga2, require_optuna
 from .errors import DvolverError
 from .pareto import hypervolume, igd, non_dominated
 
-BUDGETS = (100, 300, 1000)
-POPULATION = 20
+BUDGETS = (50, 100, 200, 300, 1000)
+GP_MOST = 300
 MATCH = 1e-9  # a true-front point is found when a found point equals it within this, in every objective
-
-
-class MissingBenchDependency(DvolverError):
-    """The comparison needs the optional peers (Optuna)."""
 
 
 @dataclass
 class Problem:
-    """A table and the objectives scored on it, all minimised: test error %, then cost columns as stored."""
+    """A table and the objectives scored on it, all minimised: test error %, then cost columns as stored.
+
+    Raw, a cell scores the accuracy its row holds. De-noised (`class_acc` given), it scores the mean
+    accuracy of its isomorphic class (the cells with one `functional_key`, one network): what the network
+    is worth, where the raw table holds one training-noise draw per cell. The searches always see the raw
+    table, as a real search would; de-noising is only how what they found is scored."""
 
     space: NB201Space
     objectives: list[str]
     front: np.ndarray
+    class_acc: dict[Genome, float] | None = None
     lo: np.ndarray = field(init=False)
     hi: np.ndarray = field(init=False)
 
@@ -56,8 +61,20 @@ class Problem:
 
     def point(self, genome: Genome) -> list[float]:
         row = self.table.lookup(genome)
-        values = {"acc": 100.0 - row.acc, "flops": row.flops, "params": row.params}
+        acc = row.acc if self.class_acc is None else self.class_acc[tuple(int(g) for g in genome)]
+        values = {"acc": 100.0 - acc, "flops": row.flops, "params": row.params}
         return [values[o] for o in self.objectives]
+
+    def denoised(self) -> Problem:
+        """This table scored de-noised, with its own true front taken the same way."""
+        classes: dict[str, list[Genome]] = {}
+        for genome in ALL_GENOMES:
+            classes.setdefault(functional_key(genome), []).append(genome)
+        class_acc = {}
+        for members in classes.values():
+            mean = statistics.fmean(self.table.lookup(g).acc for g in members)
+            class_acc.update(dict.fromkeys(members, mean))
+        return _with_front(Problem(self.space, self.objectives, np.empty((1, len(self.objectives))), class_acc))
 
     def normalised(self, points: np.ndarray) -> np.ndarray:
         return (points - self.lo) / np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
@@ -74,7 +91,10 @@ def load_problem(table: str | Path, objectives: Iterable[str] = ("acc", "flops")
         space = make_space("nb201", {"table": str(path)})
     except ValueError as exc:
         raise DvolverError(f"table {table} cannot be used: {exc}") from None
-    problem = Problem(space, objectives, np.empty((1, len(objectives))))  # type: ignore[arg-type]
+    return _with_front(Problem(space, objectives, np.empty((1, len(objectives)))))  # type: ignore[arg-type]
+
+
+def _with_front(problem: Problem) -> Problem:
     points = np.array([problem.point(g) for g in ALL_GENOMES])
     problem.front = np.unique(points[non_dominated(points)], axis=0)
     problem.__post_init__()
@@ -104,9 +124,9 @@ def dvolver_search(algorithm: str) -> Callable[[Problem, int, int], list[Genome]
     def run(problem: Problem, seed: int, budget: int) -> list[Genome]:
         from .api import run_search
 
+        # The product's defaults (population, batch): what a user running `dvolver search` gets.
         spec = {"space": "nb201", "space_options": {"table": str(problem.table.path)},
-                "objectives": problem.objectives, "population": POPULATION, "evaluations": budget,
-                "algorithm": algorithm, "seed": seed}
+                "objectives": problem.objectives, "evaluations": budget, "algorithm": algorithm, "seed": seed}
         # The engine commits every result to SQLite; in memory-backed storage that costs nothing.
         where = "/dev/shm" if os.path.isdir("/dev/shm") else None
         with tempfile.TemporaryDirectory(dir=where) as tmp:
@@ -117,96 +137,51 @@ def dvolver_search(algorithm: str) -> Callable[[Problem, int, int], list[Genome]
     return run
 
 
-def optuna_nsga2(problem: Problem, seed: int, budget: int) -> list[Genome]:
-    optuna = _optuna()
-    asked: list[Genome] = []
-
-    def objective(trial) -> list[float]:  # noqa: ANN001 - optuna.Trial
-        genome = tuple(trial.suggest_categorical(f"edge{i}", list(range(len(OPS)))) for i in range(len(EDGES)))
-        asked.append(genome)
-        return problem.point(genome)
-
-    sampler = optuna.samplers.NSGAIISampler(population_size=POPULATION, seed=seed)
-    study = optuna.create_study(directions=["minimize"] * len(problem.objectives), sampler=sampler)
-    study.optimize(objective, n_trials=budget)
-    return asked
-
-
-def pymoo_nsga2(problem: Problem, seed: int, budget: int) -> list[Genome]:
-    """pymoo's NSGA-II as its documentation sets it up for integer variables: SBX and polynomial
-    mutation with rounding. Every offspring it evaluates is charged, a repeat of an earlier one too."""
-    from pymoo.algorithms.moo.nsga2 import NSGA2
-    from pymoo.core.evaluator import Evaluator
-    from pymoo.core.problem import Problem as PymooProblem
-    from pymoo.core.termination import NoTermination
-    from pymoo.operators.crossover.sbx import SBX
-    from pymoo.operators.mutation.pm import PM
-    from pymoo.operators.repair.rounding import RoundingRepair
-    from pymoo.operators.sampling.rnd import IntegerRandomSampling
-    from pymoo.problems.static import StaticProblem
-
-    n = len(EDGES)
-    pm_problem = PymooProblem(n_var=n, n_obj=len(problem.objectives), xl=np.zeros(n), xu=np.full(n, len(OPS) - 1),
-                              vtype=int)
-    algorithm = NSGA2(pop_size=POPULATION, sampling=IntegerRandomSampling(),
-                      crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-                      mutation=PM(eta=20, vtype=float, repair=RoundingRepair()), eliminate_duplicates=True)
-    algorithm.setup(pm_problem, termination=NoTermination(), seed=seed, verbose=False)
-    asked: list[Genome] = []
-    while len(asked) < budget:
-        pop = algorithm.ask()
-        genomes = [tuple(int(v) for v in x) for x in pop.get("X")]
-        asked += genomes
-        F = np.array([problem.point(g) for g in genomes])
-        Evaluator().eval(StaticProblem(pm_problem, F=F), pop)
-        algorithm.tell(infills=pop)
-    return asked[:budget]
-
-
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise MissingBenchDependency("this comparison runs Optuna's NSGAIISampler beside Dvolver: "
-                                     "pip install 'dvolver[bench]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna
-
-
 SEARCHES: dict[str, Callable[[Problem, int, int], list[Genome]]] = {
     "dvolver surrogate": dvolver_search("surrogate"),
     "dvolver nsga2": dvolver_search("nsga2"),
     "dvolver random": dvolver_search("random"),
-    "optuna NSGAIISampler": optuna_nsga2,
+    **{name: optuna_search(make) for name, make in OPTUNA_SAMPLERS.items()},
     "pymoo NSGA2": pymoo_nsga2,
 }
 # Runs of these read the same whatever the budget (none knows it), so one run at the largest budget
 # scored on its first B evaluations is the run at budget B. The engine's runs are made at each budget.
-PREFIX_EXACT = {"optuna NSGAIISampler", "pymoo NSGA2"}
+PREFIX_EXACT = {*OPTUNA_SAMPLERS, "pymoo NSGA2"}
+# A peer whose time per trial grows with the trials so far runs up to here, and is left out above it.
+MOST_EVALUATIONS = {"optuna GPSampler": GP_MOST}
 
 
 @dataclass
 class Row:
     search: str
     budget: int
-    scores: list[Score]
+    scores: list[Score]  # raw, one per seed
     evaluations: list[int]
     seconds: float
+    clean: list[Score] = field(default_factory=list)  # de-noised, one per seed
 
-    def mean(self, name: str) -> float:
-        return statistics.mean(getattr(s, name) for s in self.scores)
+    def mean(self, name: str, denoised: bool = False) -> float:
+        return statistics.mean(getattr(s, name) for s in (self.clean if denoised else self.scores))
 
-    def worst(self, name: str) -> float:
-        values = [getattr(s, name) for s in self.scores]
+    def worst(self, name: str, denoised: bool = False) -> float:
+        values = [getattr(s, name) for s in (self.clean if denoised else self.scores)]
         return max(values) if name == "igd" else min(values)
+
+    def sem(self, name: str, denoised: bool = False) -> float:
+        """Standard error of the mean over seeds (0 for one seed)."""
+        values = [getattr(s, name) for s in (self.clean if denoised else self.scores)]
+        return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
 
 
 def compare(problem: Problem, seeds: Iterable[int], budgets: Iterable[int] = BUDGETS,
             searches: Iterable[str] | None = None, log: Callable[[str], None] = lambda line: None) -> list[Row]:
     seeds, budgets = list(seeds), sorted(budgets)
     names = list(searches or SEARCHES)
+    unknown = [n for n in names if n not in SEARCHES]
+    if unknown:
+        raise DvolverError(f"unknown search {', '.join(map(repr, unknown))}; the searches are {', '.join(SEARCHES)}")
     if any(n.startswith("optuna") for n in names):
-        _optuna()
+        require_optuna()
     # A budget above the space's size warns once per seed; the caller's level is put back after.
     quiet = logging.getLogger("dvolver")
     level = quiet.level
@@ -219,39 +194,48 @@ def compare(problem: Problem, seeds: Iterable[int], budgets: Iterable[int] = BUD
 
 def _compare(problem: Problem, seeds: list[int], budgets: list[int], names: list[str],
              log: Callable[[str], None]) -> list[Row]:
+    clean = problem.denoised()
     rows: list[Row] = []
     for name in names:
         run = SEARCHES[name]
-        per_budget: dict[int, Row] = {b: Row(name, b, [], [], 0.0) for b in budgets}
+        mine = [b for b in budgets if b <= MOST_EVALUATIONS.get(name, budgets[-1])]
+        if not mine:
+            continue
+        per_budget: dict[int, Row] = {b: Row(name, b, [], [], 0.0) for b in mine}
         for seed in seeds:
             if name in PREFIX_EXACT:
                 started = time.perf_counter()
-                asked = run(problem, seed, budgets[-1])
-                runs = {b: (asked[:b], time.perf_counter() - started) for b in budgets}
+                asked = run(problem, seed, mine[-1])
+                runs = {b: (asked[:b], time.perf_counter() - started) for b in mine}
             else:
                 runs = {}
-                for b in budgets:
+                for b in mine:
                     started = time.perf_counter()
                     runs[b] = (run(problem, seed, b), time.perf_counter() - started)
             for b, (asked, seconds) in runs.items():
                 per_budget[b].scores.append(score(problem, np.array([problem.point(g) for g in asked])))
+                per_budget[b].clean.append(score(clean, np.array([clean.point(g) for g in asked])))
                 per_budget[b].evaluations.append(len(asked))
                 per_budget[b].seconds += seconds
-        for b in budgets:
+        for b in mine:
             r = per_budget[b]
-            log(f"{name:22s} {b:5d}  HV {r.mean('hv_ratio'):.4f}  IGD {r.mean('igd'):.4f}  "
-                f"recall {r.mean('recall'):.3f}")
+            log(f"{name:30s} {b:5d}  HV de-noised {r.mean('hv_ratio', True):.4f}  raw {r.mean('hv_ratio'):.4f}  "
+                f"recall de-noised {r.mean('recall', True):.3f}")
         rows += per_budget.values()
     return rows
 
 
 def table_lines(rows: list[Row], seeds: int) -> list[str]:
-    lines = ["| search | evaluations | HV ratio mean / worst | IGD mean / worst | recall mean / worst | "
-             "s per run |", "|---|---|---|---|---|---|"]
+    """A markdown table, by budget: de-noised HV ratio (mean +- standard error, worst), de-noised IGD and
+    recall, then the raw HV ratio and recall, and the seconds a run took."""
+    lines = ["| search | evaluations | HV de-noised mean ± s.e. / worst | IGD de-noised mean | "
+             "recall de-noised mean | HV raw mean / worst | recall raw mean | s per run |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r.budget, list(SEARCHES).index(r.search))):
-        lines.append(f"| {r.search} | {r.budget} | {r.mean('hv_ratio'):.4f} / {r.worst('hv_ratio'):.4f} | "
-                     f"{r.mean('igd'):.4f} / {r.worst('igd'):.4f} | {r.mean('recall'):.3f} / {r.worst('recall'):.3f}"
-                     f" | {r.seconds / seeds:.2f} |")
+        lines.append(f"| {r.search} | {r.budget} | {r.mean('hv_ratio', True):.4f} ± {r.sem('hv_ratio', True):.4f}"
+                     f" / {r.worst('hv_ratio', True):.4f} | {r.mean('igd', True):.4f} | "
+                     f"{r.mean('recall', True):.3f} | {r.mean('hv_ratio'):.4f} / {r.worst('hv_ratio'):.4f} | "
+                     f"{r.mean('recall'):.3f} | {r.seconds / seeds:.2f} |")
     return lines
 
 
