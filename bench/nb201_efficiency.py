@@ -34,7 +34,7 @@ def main() -> None:
     problem = efficiency.load_problem(args.table, args.objectives.split(","))
     print(f"# {date.today()}  {platform.machine()}  {os.cpu_count()} cores  python {platform.python_version()}")
     print(f"# table {args.table.name}; objectives {args.objectives}; true front {len(problem.front)} points raw, "
-          f"{len(problem.denoised().front)} de-noised; seeds 0..{args.seeds - 1}; Dvolver at its defaults, "
+          f"{len(problem.denoised.front)} de-noised; seeds 0..{args.seeds - 1}; Dvolver at its defaults, "
           f"the NSGA-II peers at population {efficiency_peers.POPULATION}, the other Optuna samplers at theirs")
     hv, recall = efficiency.one_look_per_network(problem)
     print(f"# one evaluation of every distinct network (random member of each isomorphic class): "

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,10 @@ class Problem:
         values = {"acc": 100.0 - acc, "flops": row.flops, "params": row.params}
         return [values[o] for o in self.objectives]
 
+    @cached_property
     def denoised(self) -> Problem:
-        """This table scored de-noised, with its own true front taken the same way."""
+        """This table scored de-noised, with its own true front taken the same way (built once: 15,625
+        look-ups and a front)."""
         classes: dict[str, list[Genome]] = {}
         for genome in ALL_GENOMES:
             classes.setdefault(functional_key(genome), []).append(genome)
@@ -194,7 +197,7 @@ def compare(problem: Problem, seeds: Iterable[int], budgets: Iterable[int] = BUD
 
 def _compare(problem: Problem, seeds: list[int], budgets: list[int], names: list[str],
              log: Callable[[str], None]) -> list[Row]:
-    clean = problem.denoised()
+    clean = problem.denoised
     rows: list[Row] = []
     for name in names:
         run = SEARCHES[name]

@@ -51,7 +51,7 @@ def test_denoised_scores_give_every_cell_of_one_network_the_same_accuracy(nb201_
     the edges into nodes 1 and 2 that lead nowhere (5^3 = 125 cells, edges (3,1) and (3,2) none): the table
     holds a different noise draw for each, the de-noised problem one accuracy for all, inside their range."""
     raw = _raw_accuracies(nb201_table)
-    clean = efficiency.load_problem(nb201_table).denoised()
+    clean = efficiency.load_problem(nb201_table).denoised
     one_network = [(a, b, c, 3, 0, 0) for a, b, c in itertools.product(range(5), repeat=3)]
     values = {clean.point(g)[0] for g in one_network}
     accs = [raw[g] for g in one_network]
@@ -64,7 +64,7 @@ def test_evaluating_every_cell_finds_the_whole_denoised_front(nb201_table):
     from search_spaces.nb201 import ALL_GENOMES
 
     problem = efficiency.load_problem(nb201_table)
-    clean = problem.denoised()
+    clean = problem.denoised
     s = efficiency.score(clean, np.array([clean.point(g) for g in ALL_GENOMES]))
     assert abs(s.hv_ratio - 1) < 1e-12 and s.recall == 1.0
     # the raw look-ups scored against the de-noised front are not the same thing: a lucky draw beats its class mean
