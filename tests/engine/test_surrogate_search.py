@@ -66,17 +66,17 @@ def test_surrogate_search_is_reproducible_and_never_asks_a_network_twice():
 
 def test_failed_evaluations_are_never_fitted_on(monkeypatch):
     """A failure is told with status "failed" and F = +inf: fitted on, it would be predicted as a
-    network of infinite cost and steer the search; the forest sees only the evaluations that worked."""
-    from dvolver import surrogate_search
+    network of infinite cost and steer the search; the model sees only the evaluations that worked."""
+    from dvolver.gp_model import RankGP
 
     fitted = []
-    real = surrogate_search._forest
+    real = RankGP.predict
 
-    def spy(X, y, X_new, seed):
+    def spy(self, X, y, X_new, optimism):
         fitted.append(y.copy())
-        return real(X, y, X_new, seed)
+        return real(self, X, y, X_new, optimism)
 
-    monkeypatch.setattr(surrogate_search, "_forest", spy)
+    monkeypatch.setattr(RankGP, "predict", spy)
     space = make_space("nb201")
     asked = _drive(make_algorithm("surrogate", space, keyer(space), 8, 2, 3, cheap=_cheap_second), 6, fail_every=3)
     told = sum(len(b) for b in asked[:-1])  # the last ask was fitted on every batch before it
