@@ -40,17 +40,20 @@ class RankGP:
         self._theta: tuple[float, float, float] | None = None
         self._fitted_rows = 0
 
-    def predict(self, X: np.ndarray, y: np.ndarray, X_new: np.ndarray,
-                optimism: float) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, X: np.ndarray, y: np.ndarray, X_new: np.ndarray, optimism: float,
+                results: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`results`: how many results the search holds in all, when X is a subset of them (MOST_ROWS):
+        the hyperparameters are refitted as those grow, though the subset stays the same size."""
         n = len(y)
+        results = n if results is None else results
         genes, cost = _distances(np.vstack([X, X_new]))
         scores = ndtri((np.argsort(np.argsort(y, kind="stable"), kind="stable") + 0.5) / n)
-        refit = self._theta is None or n < ALWAYS_REFIT_BELOW or n >= REFIT_GROWTH * self._fitted_rows
+        refit = self._theta is None or results < ALWAYS_REFIT_BELOW or results >= REFIT_GROWTH * self._fitted_rows
         candidates = itertools.product(THETA_GENES, THETA_COST, NOISE) if refit else [self._theta]
         _, chol, alpha, theta = max(((*_fit(genes[:n, :n], cost[:n, :n], scores, t), t) for t in candidates),
                                     key=lambda fit: fit[0])
         if refit:
-            self._theta, self._fitted_rows = theta, n
+            self._theta, self._fitted_rows = theta, results
         mean, sd = _posterior(chol, alpha, np.exp(-theta[0] * genes[n:, :n] - theta[1] * cost[n:, :n]))
         # Back from scores to values through the observed quantiles; an optimistic score below the best
         # seen maps a little past it, so the best-looking unknowns still rank apart.

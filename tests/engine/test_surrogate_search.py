@@ -72,9 +72,9 @@ def test_failed_evaluations_are_never_fitted_on(monkeypatch):
     fitted = []
     real = RankGP.predict
 
-    def spy(self, X, y, X_new, optimism):
+    def spy(self, X, y, X_new, optimism, results=None):
         fitted.append(y.copy())
-        return real(self, X, y, X_new, optimism)
+        return real(self, X, y, X_new, optimism, results)
 
     monkeypatch.setattr(RankGP, "predict", spy)
     space = make_space("nb201")
