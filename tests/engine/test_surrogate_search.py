@@ -132,3 +132,35 @@ def test_surrogate_search_on_nasnet_end_to_end(db):
     assert first.status == "finished" and first.stats.evaluations == 8 and first.front
     again = run_search(TINY | {"algorithm": "surrogate", "seed": 2}, db=db, executor="inline")
     assert [c.key for c in again.candidates] == [c.key for c in first.candidates]
+
+
+def test_the_model_learns_from_the_front_first_and_at_most_its_row_cap(monkeypatch):
+    """Past gp_model.MOST_ROWS results the model fits the least dominated ones, so a long search costs
+    the same per step; every network on the front is among them, and a dominated-by-all one is not."""
+    from dvolver import surrogate_search
+    from dvolver.gp_model import RankGP
+
+    monkeypatch.setattr(surrogate_search, "MOST_ROWS", 40)
+    fitted = []
+    real = RankGP.predict
+
+    def spy(self, X, y, X_new, optimism, results=None):
+        fitted.append((y.copy(), results))
+        return real(self, X, y, X_new, optimism, results)
+
+    monkeypatch.setattr(RankGP, "predict", spy)
+    space = make_space("nb201")
+    algorithm = SurrogateSearch(space, keyer(space), 10, 2, seed=0, cheap=_cheap_second)
+    asked = _drive(algorithm, 6)
+    y, results = fitted[-1]
+    assert results == sum(len(b) for b in asked[:-1]) > 40 == len(y)  # refits follow every result
+
+    from dvolver.pareto import dominates
+
+    rows = set(algorithm._model_rows().tolist())
+    F = algorithm.F
+    beaten = [sum(dominates(F[j], F[i]) for j in range(len(F))) for i in range(len(F))]
+    cutoff = sorted(beaten)[39]
+    assert len(rows) == 40
+    assert {i for i, b in enumerate(beaten) if b < cutoff} <= rows  # the front (0) and just behind it
+    assert not rows & {i for i, b in enumerate(beaten) if b > cutoff}
