@@ -12,8 +12,9 @@ from tests.helpers import TINY, keyer, table_spec
 
 
 def test_surrogate_search_beats_random_search_at_100_evaluations(nb201_table):
-    """At the product's defaults, on the mean over four seeds: one seed is not enough, since on seed 0 the
-    default (0.879) falls below random search (0.918), its worst seed at this budget (bench/RESULTS.md)."""
+    """At the product's defaults, on the mean over four seeds (raw HV ratio). With the GP model every one
+    of the four beats random search (0.95-0.98 against 0.90-0.93); with the forest before it, seed 0 fell
+    below random (0.879 against 0.918), so one seed is not enough to judge by."""
     problem = efficiency.load_problem(nb201_table)
 
     def hv(search: str, seed: int) -> float:
@@ -21,7 +22,7 @@ def test_surrogate_search_beats_random_search_at_100_evaluations(nb201_table):
         return efficiency.score(problem, np.array([problem.point(g) for g in asked])).hv_ratio
 
     ours, rand = (np.mean([hv(search, seed) for seed in range(4)]) for search in ("surrogate", "random"))
-    assert ours > rand + 0.01
+    assert ours > rand + 0.03  # measured: 0.962 against 0.911
 
 
 def _toy(g):
