@@ -8,6 +8,8 @@ import numpy as np
 def non_dominated(F: np.ndarray) -> np.ndarray:
     """Mask of the points no other point dominates; equal points are all kept."""
     F = np.asarray(F, dtype=float)
+    if F.ndim == 2 and F.shape[1] == 2 and len(F) and not np.isnan(F).any():
+        return _non_dominated_2d(F)
     keep = np.zeros(len(F), dtype=bool)
     front: list[int] = []
     # In lexicographic order a point can only be dominated by one before it, and whatever
@@ -19,6 +21,21 @@ def non_dominated(F: np.ndarray) -> np.ndarray:
                 continue
         keep[i] = True
         front.append(i)
+    return keep
+
+
+def _non_dominated_2d(F: np.ndarray) -> np.ndarray:
+    """Two objectives, one sort: after ordering by (f0, f1), a point is dominated exactly when an
+    earlier point with a smaller f0 has an f1 no larger, or one with the same f0 a smaller f1. The
+    search calls this on every step, and the general loop above is a Python loop over the points."""
+    order = np.lexsort((F[:, 1], F[:, 0]))
+    f0, f1 = F[order, 0], F[order, 1]
+    starts = np.flatnonzero(np.r_[True, f0[1:] != f0[:-1]])  # first index of each run of equal f0
+    group = np.cumsum(np.r_[True, f0[1:] != f0[:-1]]) - 1
+    best_before = np.r_[np.inf, np.minimum.accumulate(f1)][starts]  # best f1 among smaller f0
+    keep_sorted = (f1 < best_before[group]) & (f1 == f1[starts][group])
+    keep = np.zeros(len(F), dtype=bool)
+    keep[order] = keep_sorted
     return keep
 
 

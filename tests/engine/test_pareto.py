@@ -43,3 +43,17 @@ def test_hypervolume_and_igd_agree_with_pymoo(m):
         front = rng.random((int(rng.integers(1, 20)), m))
         assert igd(F, front) == pytest.approx(IGD(front)(F), abs=1e-12)
     assert hypervolume(np.array([[2.0] * m]), reference) == 0.0
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_non_dominated_agrees_with_pymoo_on_tie_heavy_points(m):
+    # Two objectives take a sort-based path, more take the general one: both must give pymoo's first front,
+    # equal points and shared coordinates (many networks share a cost) included.
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    rng = np.random.default_rng(m)
+    for _ in range(200):
+        F = rng.integers(0, int(rng.integers(2, 8)), size=(int(rng.integers(1, 60)), m)).astype(float)
+        expected = np.zeros(len(F), dtype=bool)
+        expected[NonDominatedSorting().do(F, only_non_dominated_front=True)] = True
+        assert non_dominated(F).tolist() == expected.tolist()
