@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.special import ndtr, ndtri
 
 THETA_GENES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -74,7 +75,7 @@ def posterior(X: np.ndarray, scores: np.ndarray, X_new: np.ndarray,
 
 
 def _posterior(chol: np.ndarray, alpha: np.ndarray, cross: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = np.linalg.solve(chol, cross.T)
+    v = solve_triangular(chol, cross.T, lower=True, check_finite=False)
     return cross @ alpha, np.sqrt(np.maximum(1.0 - (v * v).sum(axis=0), 1e-12))
 
 
@@ -84,7 +85,7 @@ def _fit(genes: np.ndarray, cost: np.ndarray, scores: np.ndarray,
     a product of positive semi-definite ones plus noise > 0 on the diagonal: it always factorises."""
     K = np.exp(-theta[0] * genes - theta[1] * cost) + theta[2] * np.eye(len(scores))
     chol = np.linalg.cholesky(K)
-    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, scores))
+    alpha = solve_triangular(chol.T, solve_triangular(chol, scores, lower=True, check_finite=False), check_finite=False)
     return -0.5 * scores @ alpha - np.log(np.diag(chol)).sum(), chol, alpha
 
 

@@ -57,12 +57,17 @@ class SurrogateSearch:
         self.rng = np.random.default_rng(seed)
         self._cheap_fn = cheap or (lambda genome: CheapValues(np.full(n_objectives, np.nan)))
         self._cheap: dict[str, CheapValues] = {}
+        # Memos of pure functions of the genome: the pool draws the same genomes again and again, and the
+        # model's rows are featurised on every ask.
+        self._keys: dict[Genome, str] = {}
+        self._feature_rows: dict[str, np.ndarray] = {}
         self.asked: set[str] = set()
         self.genomes: list[Genome] = []
         self.F = np.empty((0, n_objectives))
         self.G = np.empty(0)
         self.measured = np.empty(0, dtype=bool)  # a value for every objective (Told.measured)
         self.fidelity = np.empty(0)  # the share of a full training each row's values come from
+        self._beaten_by = np.empty(0, dtype=int)  # per row, how many measured rows dominate it (kept in tell)
         self._asks = self._tells = 0
         self._models: dict[int, RankGP] = {}  # one per objective that needs training
 
@@ -84,17 +89,30 @@ class SurrogateSearch:
             pool = [g for g, ok in zip(pool, allowed) if ok]
             known = np.array([c.values for c, ok in zip(cheap, allowed) if ok]).reshape(len(pool), self.m)
             chosen = self._spread(pool, known, size) if first else self._select(pool, known)
-        self.asked.update(self.key(g) for g in chosen)
+        self.asked.update(self._key_of(g) for g in chosen)
         return chosen
 
     def tell(self, genomes: Sequence[Genome], told: Told) -> None:
         self._tells += 1
         self.genomes += [tuple(int(v) for v in g) for g in genomes]
-        self.asked.update(self.key(g) for g in genomes)
-        self.F = np.vstack([self.F, told.F.reshape(len(genomes), self.m)])
+        self.asked.update(self._key_of(g) for g in genomes)
+        for f, measured in zip(told.F.reshape(len(genomes), self.m), told.measured):
+            self._count_dominance(f, bool(measured))
         self.G = np.concatenate([self.G, told.G])
-        self.measured = np.concatenate([self.measured, told.measured])
         self.fidelity = np.concatenate([self.fidelity, told.fidelity])
+
+    def _count_dominance(self, f: np.ndarray, measured: bool) -> None:
+        """Append one row, keeping every measured row's count of the measured rows that dominate it: the
+        model's rows are chosen by it on every ask, and counting afresh each time is quadratic."""
+        beaten = 0
+        if measured:
+            rows = np.flatnonzero(self.measured)
+            seen = self.F[rows]
+            beaten = int(((seen <= f).all(1) & (seen < f).any(1)).sum())
+            self._beaten_by[rows[(f <= seen).all(1) & (f < seen).any(1)]] += 1
+        self.F = np.vstack([self.F, f])
+        self.measured = np.append(self.measured, measured)
+        self._beaten_by = np.append(self._beaten_by, beaten)
 
     # --- the pool -------------------------------------------------------------------------------
 
@@ -104,7 +122,7 @@ class SurrogateSearch:
 
         def add(genome: Genome) -> None:
             genome = tuple(int(v) for v in genome)
-            k = self.key(genome)
+            k = self._key_of(genome)
             if k not in self.asked and k not in seen:
                 seen.add(k)
                 out.append(genome)
@@ -159,8 +177,14 @@ class SurrogateSearch:
                 child[i] = self.codec.cross_gene(i, child[i], other[i], self.rng)[0]
         return tuple(child)
 
+    def _key_of(self, genome: Genome) -> str:
+        genome = tuple(int(v) for v in genome)
+        if genome not in self._keys:
+            self._keys[genome] = self.key(genome)
+        return self._keys[genome]
+
     def _cheap_of(self, genome: Genome) -> CheapValues:
-        k = self.key(genome)
+        k = self._key_of(genome)
         if k not in self._cheap:
             self._cheap[k] = self._cheap_fn(genome)
         return self._cheap[k]
@@ -234,9 +258,7 @@ class SurrogateSearch:
         rows = np.flatnonzero(self.measured)
         if len(rows) <= MOST_ROWS:
             return rows
-        F = self.F[rows]
-        beaten_by = ((F[:, None, :] <= F[None, :, :]).all(-1) & (F[:, None, :] < F[None, :, :]).any(-1)).sum(0)
-        return rows[np.sort(np.argsort(beaten_by, kind="stable")[:MOST_ROWS])]
+        return rows[np.sort(np.argsort(self._beaten_by[rows], kind="stable")[:MOST_ROWS])]
 
     def front_probability(self, genomes: list[Genome]) -> np.ndarray:
         """Per genome, the share of a randomised forest's trees by which its full-fidelity result would
@@ -265,23 +287,27 @@ class SurrogateSearch:
         return 1.0 - beaten.any(axis=2).mean(axis=0)
 
     def _features(self, genomes: list[Genome]) -> np.ndarray:
+        return np.array([self._feature_row(g) for g in genomes])
+
+    def _feature_row(self, genome: Genome) -> np.ndarray:
         """One-hot genes of the canonical form (equivalent networks look alike), set genes as their bits,
         plus the cheap objectives, which say much about accuracy (bigger networks learn more)."""
-        rows = []
-        for genome in genomes:
-            g = self.space.canonical(genome)
-            parts: list[np.ndarray] = []
-            for i, (lo, hi) in enumerate(zip(self.codec.lower, self.codec.upper)):
-                if i in self.codec.set_genes:
-                    parts.append(np.array([(int(g[i]) >> b) & 1 for b in range(int(hi).bit_length())], float))
-                else:
-                    onehot = np.zeros(hi - lo + 1)
-                    onehot[int(g[i]) - lo] = 1.0
-                    parts.append(onehot)
-            cheap = self._cheap_of(genome).values
-            parts.append(np.nan_to_num(np.sign(cheap) * np.log1p(np.abs(cheap)), nan=0.0))
-            rows.append(np.concatenate(parts))
-        return np.array(rows)
+        k = self._key_of(genome)
+        if k in self._feature_rows:
+            return self._feature_rows[k]
+        g = self.space.canonical(genome)
+        parts: list[np.ndarray] = []
+        for i, (lo, hi) in enumerate(zip(self.codec.lower, self.codec.upper)):
+            if i in self.codec.set_genes:
+                parts.append(np.array([(int(g[i]) >> b) & 1 for b in range(int(hi).bit_length())], float))
+            else:
+                onehot = np.zeros(hi - lo + 1)
+                onehot[int(g[i]) - lo] = 1.0
+                parts.append(onehot)
+        cheap = self._cheap_of(genome).values
+        parts.append(np.nan_to_num(np.sign(cheap) * np.log1p(np.abs(cheap)), nan=0.0))
+        self._feature_rows[k] = row = np.concatenate(parts)
+        return row
 
 
 def _tree_ranks(X: np.ndarray, y: np.ndarray, X_new: np.ndarray, seed: int) -> np.ndarray:
