@@ -103,6 +103,21 @@ def hypervolume_improvement(point: np.ndarray, front: np.ndarray, reference: np.
     return max(0.0, box - hypervolume(np.maximum(front, point), reference))
 
 
+def hypervolume_improvements_2d(points: np.ndarray, front: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """hypervolume_improvement of every point of `points` (any shape ending in 2) over a two-objective
+    front, at once. The front's undominated region is a staircase: between two of its points' first
+    objectives, it starts at the lowest second objective reached so far. A point's gain is the
+    area of its box above its own second objective and below that staircase."""
+    points = np.asarray(points, dtype=float)
+    front = np.asarray(front, dtype=float).reshape(-1, 2)
+    front = front[np.argsort(front[:, 0], kind="stable")]
+    edges = np.concatenate([[-np.inf], front[:, 0], [reference[0]]])
+    tops = np.minimum(np.concatenate([[np.inf], np.minimum.accumulate(front[:, 1])]), reference[1])
+    x, y = points[..., :1], points[..., 1:]
+    widths = np.clip(np.minimum(edges[1:], reference[0]) - np.maximum(edges[:-1], x), 0.0, None)
+    return (widths * np.clip(tops - y, 0.0, None)).sum(axis=-1)
+
+
 def dominance_distance(points: np.ndarray, front: np.ndarray) -> np.ndarray:
     """For each point, the smallest equal step down all objectives that leaves it dominated by no
     point of the front: 0 for a point already on or beyond the front."""

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dvolver.pareto import dominates, hypervolume, hypervolume_improvement, igd, knee_point, non_dominated
+from dvolver.pareto import (dominates, hypervolume, hypervolume_improvement, hypervolume_improvements_2d, igd,
+                            knee_point, non_dominated)
 
 
 def test_non_dominated_keeps_ties_and_drops_dominated():
@@ -57,3 +58,26 @@ def test_non_dominated_agrees_with_pymoo_on_tie_heavy_points(m):
         expected = np.zeros(len(F), dtype=bool)
         expected[NonDominatedSorting().do(F, only_non_dominated_front=True)] = True
         assert non_dominated(F).tolist() == expected.tolist()
+
+
+def test_vectorised_two_objective_improvements_agree_with_pymoo():
+    """The surrogate search scores thousands of (candidate, quadrature node) points per ask at once:
+    each must be pymoo's hypervolume with the point minus without it, for points beyond the reference,
+    on the front, dominated, and for a front with repeated points or none."""
+    from pymoo.indicators.hv import HV
+
+    rng = np.random.default_rng(0)
+    reference = np.full(2, 1.1)
+    for trial in range(40):
+        front = rng.random((int(rng.integers(0, 12)), 2))
+        if trial % 3 == 0 and len(front):
+            front = np.vstack([front, front[:2]])
+        points = rng.random((6, 5, 2)) * 1.4 - 0.2
+        if len(front):
+            points[0, :2] = front[:2]
+        gains = hypervolume_improvements_2d(points, front, reference)
+        assert gains.shape == (6, 5)
+        before = HV(ref_point=reference)(front) if len(front) else 0.0
+        for index in np.ndindex(6, 5):
+            after = HV(ref_point=reference)(np.vstack([front, points[index]]))
+            assert gains[index] == pytest.approx(after - before, abs=1e-12)
