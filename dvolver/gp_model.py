@@ -22,6 +22,7 @@ on the real NAS-Bench-201 table: see bench/RESULTS.md, issue 20.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -36,14 +37,15 @@ MOST_ROWS = 1000
 
 
 class RankGP:
-    """One objective's model. `predict` returns the value expected for each new row and an optimistic
-    one, `optimism` posterior standard deviations better (lower), both in the objective's units."""
+    """One objective's model. `predict` returns the value expected for each new row, and its value at
+    each of `optimism` posterior standard deviations better (lower), in the objective's units: one
+    optimistic level for an upper-confidence pick, or quadrature nodes for an expectation."""
 
     def __init__(self) -> None:
         self._theta: tuple[float, float, float] | None = None
         self._fitted_rows = 0
 
-    def predict(self, X: np.ndarray, y: np.ndarray, X_new: np.ndarray, optimism: float,
+    def predict(self, X: np.ndarray, y: np.ndarray, X_new: np.ndarray, optimism: Sequence[float],
                 results: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`results`: how many results the search holds in all, when X is a subset of them (MOST_ROWS):
         the hyperparameters are refitted as those grow, though the subset stays the same size."""
@@ -63,8 +65,9 @@ class RankGP:
         order = np.sort(y)
         grid = (np.arange(n) + 0.5) / n
         expected = np.interp(ndtr(mean), grid, order)
-        hopeful = np.interp(ndtr(mean - optimism * sd), grid, order, left=order[0] - (order[-1] - order[0]) / n)
-        return expected, hopeful
+        levels = mean[:, None] - np.asarray(optimism, dtype=float)[None, :] * sd[:, None]
+        at = np.interp(ndtr(levels), grid, order, left=order[0] - (order[-1] - order[0]) / n)
+        return expected, at
 
 
 def posterior(X: np.ndarray, scores: np.ndarray, X_new: np.ndarray,

@@ -41,13 +41,17 @@ def test_forty_results_rank_unseen_networks_of_an_additive_landscape():
     genomes = rng.integers(0, 5, size=(540, 6))
     error = effect[np.arange(6), genomes].sum(axis=1) + rng.normal(0, 0.3, size=len(genomes))
     X = _onehot(genomes)
-    expected, hopeful = RankGP().predict(X[:40], error[:40], X[40:], optimism=1.0)
+    expected, levels = RankGP().predict(X[:40], error[:40], X[40:], optimism=[1.0, 0.0, -1.0])
+    hopeful = levels[:, 0]
     order = np.argsort(np.argsort(expected))
     truth = np.argsort(np.argsort(error[40:]))
     spearman = np.corrcoef(order, truth)[0, 1]
     assert spearman > 0.9, spearman  # the forest it replaced: 0.85 here
     assert (hopeful <= expected).all()
+    # Each level lies that many standard deviations from the mean: ordered, and level 0 is the mean.
+    assert (np.diff(levels, axis=1) >= 0).all() and np.allclose(levels[:, 1], expected)
     # A network already seen is predicted near its value, with less room for optimism than an unseen one.
-    seen_expected, seen_hopeful = RankGP().predict(X[:40], error[:40], X[:40], optimism=1.0)
+    seen_expected, seen_levels = RankGP().predict(X[:40], error[:40], X[:40], optimism=[1.0])
+    seen_hopeful = seen_levels[:, 0]
     assert np.corrcoef(seen_expected, error[:40])[0, 1] > 0.9
     assert np.median(seen_expected - seen_hopeful) < np.median(expected - hopeful)

@@ -165,3 +165,23 @@ def test_the_model_learns_from_the_front_first_and_at_most_its_row_cap(monkeypat
     assert len(rows) == 40
     assert {i for i, b in enumerate(beaten) if b < cutoff} <= rows  # the front (0) and just behind it
     assert not rows & {i for i, b in enumerate(beaten) if b > cutoff}
+
+
+def test_expected_improvement_values_a_network_the_model_is_unsure_of():
+    """Past EXPECTATION_FROM results a batch is chosen by expected hypervolume gain over the model's
+    posterior. Of two networks at one cost, expected at one error, the one the model is less sure of
+    can gain more than the sure one can (the gain is convex in the error), so it goes first; a sure
+    network behind the front, expected to gain nothing, goes last."""
+    from dvolver import surrogate_search
+
+    nodes = surrogate_search._NODES
+    front = np.array([[0.2, 0.8], [0.8, 0.2]])  # error, cost: normalised and minimised
+    at = np.stack([
+        np.stack([np.full_like(nodes, 0.6), np.full_like(nodes, 0.5)]),  # sure, in a gap of the front
+        np.stack([0.6 + 0.3 * nodes, np.full_like(nodes, 0.5)]),  # the same guess, unsure
+        np.stack([np.full_like(nodes, 0.9), np.full_like(nodes, 0.9)]),  # sure, behind the front
+    ])
+    believed = at.mean(axis=2)
+    trained = np.array([True, False])
+    picks = surrogate_search._expected_batch(at, trained, believed, front, np.full(2, 1.1), 3)
+    assert picks == [1, 0, 2]
