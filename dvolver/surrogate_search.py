@@ -52,7 +52,8 @@ TWO_GENE_P = 0.3  # a mutation changes two genes instead of one
 KAPPA = 1.0  # optimism: how many posterior standard deviations below its mean a candidate is scored at
 # From this many results on, a two-objective batch is chosen by expected hypervolume improvement over
 # the model's whole posterior rather than by the improvement of one optimistic guess: early on the
-# model is too unsure for its expectation to explore well, later optimism wastes trainings on long shots.
+# model is too unsure for its expectation to explore well; later the expectation tells a network the
+# model is sure of from a long shot, which one optimistic value per network cannot.
 EXPECTATION_FROM = 50
 _NODES, _WEIGHTS = hermegauss(8)  # Gauss-Hermite: the expectation over a standard normal, per trained objective
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
