@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from dvolver.pareto import (dominates, hypervolume, hypervolume_improvement, hypervolume_improvements_2d, igd,
-                            knee_point, non_dominated)
+from dvolver.pareto import (
+    dominates,
+    hypervolume,
+    hypervolume_improvement,
+    hypervolume_improvements_2d,
+    igd,
+    knee_point,
+    non_dominated,
+)
 
 
 def test_non_dominated_keeps_ties_and_drops_dominated():
