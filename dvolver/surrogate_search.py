@@ -363,8 +363,7 @@ def _greedy_batch(hopeful: np.ndarray, believed: np.ndarray, front: np.ndarray, 
                 i = lead
                 break
         if i < 0:
-            rest = np.flatnonzero(free)
-            i = int(rest[np.argmin(dominance_distance(hopeful[rest], front))])
+            i = _closest_free(hopeful, free, front)
         picks.append(i)
         free[i] = False
         front = np.vstack([front, believed[i]])
@@ -388,9 +387,14 @@ def _expected_batch(at: np.ndarray, trained: np.ndarray, believed: np.ndarray, f
         gain = np.where(free, hypervolume_improvements_2d(points, front, reference) @ w, -1.0)
         i = int(np.argmax(gain))
         if gain[i] <= 0:
-            rest = np.flatnonzero(free)
-            i = int(rest[np.argmin(dominance_distance(believed[rest], front))])
+            i = _closest_free(believed, free, front)
         picks.append(i)
         free[i] = False
         front = np.vstack([front, believed[i]])
     return picks
+
+
+def _closest_free(points: np.ndarray, free: np.ndarray, front: np.ndarray) -> int:
+    """The free row whose point lies nearest the front: the pick once no row is scored to improve it."""
+    rest = np.flatnonzero(free)
+    return int(rest[np.argmin(dominance_distance(points[rest], front))])
