@@ -1,6 +1,7 @@
 """The surrogate search's Gaussian process (dvolver.gp_model), against scikit-learn's and on a known landscape."""
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF
 
@@ -55,3 +56,22 @@ def test_forty_results_rank_unseen_networks_of_an_additive_landscape():
     seen_hopeful = seen_levels[:, 0]
     assert np.corrcoef(seen_expected, error[:40])[0, 1] > 0.9
     assert np.median(seen_expected - seen_hopeful) < np.median(expected - hopeful)
+
+
+def test_a_model_grown_a_row_at_a_time_predicts_as_one_fitted_afresh():
+    """Between refits the model grows its factorisation by the rows added since; what it predicts must be
+    what a full factorisation of all the rows, at the same hyperparameters, gives."""
+    rng = np.random.default_rng(2)
+    genomes = rng.integers(0, 5, size=(120, 6))
+    X = np.hstack([_onehot(genomes), rng.uniform(3.0, 9.0, size=(120, 1))])
+    error = X[:, :30] @ rng.normal(0, 1, 30) + rng.normal(0, 0.3, 120)
+    X[100, -1], X[101, -1] = 3.0, 9.0  # the cost's range lies in the pool: rows added never rescale the kernel
+    pool = X[100:]
+    model = RankGP()
+    for n in range(40, 48):  # a refit at 40 rows, then grown by a row per prediction (the next refit: 48)
+        expected, levels = model.predict(X[:n], error[:n], pool, optimism=[1.0])
+    scores = ndtri((np.argsort(np.argsort(error[:n])) + 0.5) / n)
+    mean, sd = posterior(X[:n], scores, pool, model.theta)
+    quantiles, order = (np.arange(n) + 0.5) / n, np.sort(error[:n])
+    np.testing.assert_allclose(expected, np.interp(ndtr(mean), quantiles, order), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(levels[:, 0], np.interp(ndtr(mean - sd), quantiles, order), rtol=1e-9, atol=1e-9)
