@@ -285,7 +285,7 @@ class SearchLoop:
             num_classes=self.search.num_classes, stopped_early=self.stopped, evaluations=p.evaluations,
             budget=p.budget, trained=p.trained, reused=p.reused, infeasible=p.infeasible, failed=p.failed,
             stopped=p.stopped, training_epochs=p.training_epochs, full_fidelity_epochs=p.full_fidelity_epochs,
-            front_size=p.front_size, hypervolume=p.hypervolume, hypervolume_history=self.front.history,
+            front_size=p.front_size, hypervolume=p.hypervolume, hypervolume_history=list(self.front.history),
             hypervolume_box=None if box is None else [b.tolist() for b in box], workers=d.executor.slots,
             busy_seconds={w: round(s, 3) for w, s in d.busy.items()},
             evaluation_wall_seconds=round(d.evaluation_wall_seconds, 3), utilisation=d.utilisation(),
