@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import CIFAR_NPZ, NB201_TABLE, data_file, free_port, missing
+
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 set, and rich's console, made when
+# dvolver.cli_render is first imported, would keep that size for good; without them it reads the
+# terminal's size, or the COLUMNS a CLI test sets, whenever it prints.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture
